@@ -1,0 +1,1 @@
+"""fl-hil node firmware: runs unchanged on MicroPython (Pico W, unix port) and CPython."""

@@ -1,0 +1,1 @@
+"""FL applications. Each module has `async def run(node, args)` returning the node's result."""

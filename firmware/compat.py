@@ -1,0 +1,50 @@
+"""The few places where MicroPython and CPython differ, in one module."""
+import sys
+import time
+
+try:
+    import asyncio
+except ImportError:  # very old MicroPython
+    import uasyncio as asyncio
+
+MICROPYTHON = sys.implementation.name == "micropython"
+TimeoutError = asyncio.TimeoutError
+
+try:
+    import gc
+    _mem_free = gc.mem_free
+    _mem_alloc = gc.mem_alloc
+except (ImportError, AttributeError):
+    gc = None
+    _mem_free = None
+    _mem_alloc = None
+
+
+def heap():
+    """(free, total) bytes of the MicroPython heap after a collection, or (None, None) on CPython."""
+    if _mem_free is None:
+        return None, None
+    gc.collect()
+    free = _mem_free()
+    return free, free + _mem_alloc()
+
+
+def format_exception(exc):
+    if MICROPYTHON:
+        import io
+        buf = io.StringIO()
+        sys.print_exception(exc, buf)
+        return buf.getvalue()
+    import traceback
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def is_number(x):
+    # bool is not an int subclass on MicroPython, and not a metric anywhere
+    return (type(x) is int or type(x) is float) and x is not True and x is not False
+
+
+def version():
+    if MICROPYTHON:
+        return ".".join(str(p) for p in sys.implementation.version[:3])
+    return sys.version.split()[0]

@@ -1,0 +1,217 @@
+"""The fault layer: a transport that wraps another and misbehaves on purpose, deterministically.
+
+Link faults act on the sender's side, per (src, dst) link, each link drawing from its own
+generator seeded by (seed, src, dst), always four draws per matching rule and message, so the same
+seed and the same message sequence give the same faults whatever the timing. Start-up messages
+(hello, go) are never faulted: the faults under test are those of the FL protocol.
+Node-level faults (dropout, slot jitter, clock skew) are read from the plan by the node runtime
+through the helpers at the bottom of this module."""
+from firmware.compat import asyncio
+from firmware.prng import XorShift32, mix
+
+EXEMPT_PHASES = ("hello", "go")
+REORDER_HOLD_MS = 50  # a held message goes out behind the next one, or after this long
+
+
+def _matches(sel, node):
+    return sel is None or sel == "*" or sel == node
+
+
+def _in_rounds(rule, i):
+    r = rule.get("rounds")
+    return r is None or (i is not None and r[0] <= i <= r[1])
+
+
+class _LinkState:
+    def __init__(self, seed, src, dst):
+        self.rng = XorShift32(mix(seed, src, dst, 0x11))
+        self.bad = {}       # rule index -> Gilbert-Elliott state is "bad"
+        self.held = None    # a message held back for reordering
+        self.hold_task = None
+
+
+class FaultyTransport:
+    """Wears any Transport. Same interface: set_sink, set_peers, start, send, flush, close."""
+
+    def __init__(self, inner, plan, node_id, seed, clock, tel, counts):
+        self.inner = inner
+        self.node_id = node_id
+        self.seed = plan.get("seed", seed)
+        self.clock = clock
+        self.tel = tel
+        self.counts = counts
+        self.rules = [r for r in plan.get("links", ()) if _matches(r.get("src"), node_id)]
+        self.partitions = plan.get("partitions", ())
+        self.t_start = None  # set by the node when the start barrier is passed
+        self._links = {}
+        self._tasks = []
+
+    # -- pass-through -------------------------------------------------------------------------
+    @property
+    def address(self):
+        return self.inner.address
+
+    @property
+    def peers(self):
+        return self.inner.peers
+
+    def set_sink(self, fn):
+        self.inner.set_sink(fn)
+
+    def set_peers(self, table):
+        self.inner.set_peers(table)
+
+    async def start(self):
+        return await self.inner.start()
+
+    async def flush(self, timeout_s):
+        await self.inner.flush(timeout_s)
+
+    async def close(self):
+        for t in self._tasks:
+            t.cancel()
+        self._tasks = []
+        await self.inner.close()
+
+    # -- faults -------------------------------------------------------------------------------
+    def _fault(self, kind, msg, dst, **extra):
+        self.tel.emit("fault", kind=kind, dst=dst, p=msg.get("p"), i=msg.get("i"), q=msg.get("q"), **extra)
+
+    def _partitioned(self, dst, i):
+        for part in self.partitions:
+            if "rounds" in part:
+                if not _in_rounds(part, i):
+                    continue
+            else:
+                if self.t_start is None:
+                    continue
+                t_ms = (self.clock.now_us() - self.t_start) / 1000
+                if not part.get("start_ms", 0) <= t_ms < part.get("end_ms", 1e18):
+                    continue
+            gs = gd = None
+            for gi, group in enumerate(part["groups"]):
+                if self.node_id in group:
+                    gs = gi
+                if dst in group:
+                    gd = gi
+            if gs is not None and gd is not None and gs != gd:
+                return True
+        return False
+
+    def send(self, dst, msg):
+        if msg.get("p") in EXEMPT_PHASES:
+            self.inner.send(dst, msg)
+            return
+        i = msg.get("i")
+        if self._partitioned(dst, i):
+            self.counts["drop_fault"] += 1
+            self._fault("partition", msg, dst)
+            return
+        link = self._links.get(dst)
+        if link is None:
+            link = self._links[dst] = _LinkState(self.seed, self.node_id, dst)
+        delay_ms = 0.0
+        copies = 1
+        hold = False
+        for idx, rule in enumerate(self.rules):
+            if not _matches(rule.get("dst"), dst) or not _in_rounds(rule, i):
+                continue
+            rng = link.rng
+            u_loss, u_dup, u_reorder, u_delay = rng.random(), rng.random(), rng.random(), rng.random()
+            burst = rule.get("burst")
+            if burst is not None:
+                bad = link.bad.get(idx, False)
+                # state moves first, then this message is lost with the new state's probability
+                if bad:
+                    bad = not (u_delay < burst.get("r", 1.0))
+                else:
+                    bad = u_delay < burst.get("p", 0.0)
+                link.bad[idx] = bad
+                p_lost = burst.get("loss_bad", 1.0) if bad else burst.get("loss_good", 0.0)
+                if u_loss < p_lost:
+                    self.counts["drop_fault"] += 1
+                    self._fault("burst_loss", msg, dst)
+                    return
+                u_delay = rng.random()  # the state change used this draw
+            if u_loss < rule.get("loss", 0.0):
+                self.counts["drop_fault"] += 1
+                self._fault("loss", msg, dst)
+                return
+            if rule.get("delay_ms") or rule.get("jitter_ms"):
+                jitter = rule.get("jitter_ms", 0.0)
+                d = rule.get("delay_ms", 0.0) + (2 * u_delay - 1) * jitter
+                if d > 0:
+                    delay_ms += d
+            if u_dup < rule.get("dup", 0.0):
+                copies += 1
+            if u_reorder < rule.get("reorder", 0.0):
+                hold = True
+        if delay_ms > 0:
+            self._fault("delay", msg, dst, ms=round(delay_ms, 3))
+        if copies > 1:
+            self._fault("dup", msg, dst, copies=copies)
+        if hold:
+            self._fault("reorder", msg, dst)
+        self._emit_later(link, dst, msg, copies, delay_ms, hold)
+
+    def _emit_later(self, link, dst, msg, copies, delay_ms, hold):
+        if delay_ms > 0:
+            self._spawn(self._after(delay_ms, link, dst, msg, copies, hold))
+        else:
+            self._put(link, dst, msg, copies, hold)
+
+    async def _after(self, delay_ms, link, dst, msg, copies, hold):
+        await asyncio.sleep(self.clock.real_s(delay_ms * 1000))
+        self._put(link, dst, msg, copies, hold)
+
+    def _put(self, link, dst, msg, copies, hold):
+        held = link.held
+        if hold and held is None:
+            link.held = (msg, copies)
+            link.hold_task = self._spawn(self._release_later(link, dst))
+            return
+        for _ in range(copies):
+            self.inner.send(dst, msg)
+        if held is not None:  # the held message goes out behind this one
+            link.held = None
+            link.hold_task.cancel()
+            for _ in range(held[1]):
+                self.inner.send(dst, held[0])
+
+    async def _release_later(self, link, dst):
+        await asyncio.sleep(self.clock.real_s(REORDER_HOLD_MS * 1000))
+        held, link.held = link.held, None
+        if held is not None:
+            for _ in range(held[1]):
+                self.inner.send(dst, held[0])
+
+    def _spawn(self, coro):
+        task = asyncio.create_task(coro)
+        self._tasks = [t for t in self._tasks if not t.done()]
+        self._tasks.append(task)
+        return task
+
+
+def has_link_faults(plan):
+    return bool(plan.get("links") or plan.get("partitions"))
+
+
+def dropouts_for(plan, node_id):
+    return [d for d in plan.get("dropouts", ()) if d.get("node") == node_id]
+
+
+def slot_jitter_ms(plan, node_id):
+    """Largest slot start delay for this node (0: none)."""
+    worst = 0.0
+    for j in plan.get("slot_jitter", ()):
+        if _matches(j.get("node", "*"), node_id):
+            worst = max(worst, j.get("max_ms", 0.0))
+    return worst
+
+
+def clock_skew(plan, node_id):
+    """(ppm, offset_ms) for this node, or None."""
+    for s in plan.get("clock_skew", ()):
+        if _matches(s.get("node", "*"), node_id):
+            return s.get("ppm", 0.0), s.get("offset_ms", 0.0)
+    return None

@@ -1,0 +1,460 @@
+"""The node runtime: start-up barrier, centralized and decentralized FL rounds and TDM slots, with
+deadlines, quorum, duplicate and stale filtering, node-level faults and telemetry.
+
+Every receive waits on the mailbox with a deadline (none in upstream-strict mode). Messages are
+filed under (phase, iteration) and sender, which makes a duplicate a second entry for the same
+sender (dropped, counted) and a message below the phase's floor stale (dropped, counted)."""
+import binascii
+
+from firmware.compat import asyncio, TimeoutError, heap, is_number, MICROPYTHON, version
+from firmware.clock import LoopClock, SkewedClock
+from firmware.faults import FaultyTransport, has_link_faults, dropouts_for, slot_jitter_ms, clock_skew
+from firmware.prng import XorShift32, mix
+from firmware.telemetry import Telemetry
+from firmware.transport import TcpTransport, new_counts
+from firmware.wire import Codec, DEFAULT_MAX_FRAME
+
+TIMING_DEFAULTS = {
+    "round_ms": 2000,        # server: wait for clients' replies in one round
+    "recv_ms": 4000,         # client: wait for the server's next model
+    "quorum": 0.5,           # fraction of clients needed to aggregate a round
+    "slot_ms": 100,          # TDM slot length
+    "guard_ms": 20,          # end of slot kept free of receiving
+    "startup_ms": 30000,     # start barrier deadline
+    "start_delay_ms": 100,   # from the coordinator's go to slot 0
+    "linger_ms": 500,        # after the last round, keep answering late peers
+    "hang_report_ms": 2000,  # a wait longer than this is reported as `waiting`
+}
+MAX_BUFFERED_KEYS = 256
+
+
+class Node:
+    def __init__(self, cfg, transport=None, clock=None, tel=None):
+        self.cfg = cfg
+        self.id = cfg["node"]
+        self.n = cfg["nodes"]
+        self.server = cfg.get("server", 0)
+        self.strict = cfg.get("strict", False)
+        self.seed = cfg.get("seed", 0)
+        timing = dict(TIMING_DEFAULTS)
+        timing.update(cfg.get("timing") or {})
+        self.timing = timing
+        self.plan = cfg.get("faults") or {}
+        clock = clock or LoopClock()
+        skew = clock_skew(self.plan, self.id)
+        if skew is not None and skew[0]:
+            clock = SkewedClock(clock, skew[0])
+        self.clock = clock
+        self.tel = tel or Telemetry(self.id, clock)
+        self.counts = new_counts()
+        if transport is None:
+            codec = Codec(cfg.get("run", ""), binascii.unhexlify(cfg.get("key", "")),
+                          cfg.get("max_frame", DEFAULT_MAX_FRAME))
+            listen = cfg.get("listen") or ["127.0.0.1", 6000 + self.id]
+            transport = TcpTransport(self.id, listen, codec, self.counts, self.tel)
+        else:
+            transport.counts = self.counts
+            transport.tel = self.tel
+        if has_link_faults(self.plan):
+            transport = FaultyTransport(transport, self.plan, self.id, self.seed, clock, self.tel, self.counts)
+        self.net = transport
+        self.net.set_sink(self._on_msg)
+        self.net.set_peers(cfg.get("peers") or {})
+        self._box = {}           # (phase, i) -> {sender: payload}
+        self._floor = {}         # phase -> lowest iteration still accepted
+        self._arrival = asyncio.Event()
+        self._seq = 0
+        self._dropouts = dropouts_for(self.plan, self.id)
+        self._jitter_ms = slot_jitter_ms(self.plan, self.id)
+        self._jitter_rng = XorShift32(mix(self.plan.get("seed", self.seed), self.id, 0x5107))
+        self.down = False
+        self.status = "ok"
+        self.t0 = None           # start of slot 0 in this node's clock
+        self.slot = 0            # TDM slot counter, as upstream's timeSlot
+        self.metric = None       # app hook: localData -> number or short list for telemetry
+        self._dec = None         # decentralized state while fl_decentralized runs
+        self._min_free = None
+        self._closed = False
+
+    # -- upstream-compatible names -----------------------------------------------------------
+    @property
+    def nodeId(self):
+        return self.id
+
+    @property
+    def noNodes(self):
+        return self.n
+
+    @property
+    def flSrvId(self):
+        return self.server
+
+    # -- messages ----------------------------------------------------------------------------
+    def _send(self, dst, phase, i, value):
+        if self.down:
+            return
+        self._seq += 1
+        self.net.send(dst, {"r": self.cfg.get("run", ""), "s": self.id, "d": dst, "p": phase,
+                            "i": i, "q": self._seq, "v": value})
+
+    def _on_msg(self, msg):
+        if self.down:
+            return
+        p, i, src = msg["p"], msg["i"], msg["s"]
+        if i < self._floor.get(p, 0):
+            self.counts["stale"] += 1
+            self.tel.emit("drop", why="stale", src=src, p=p, i=i)
+            return
+        key = (p, i)
+        got = self._box.get(key)
+        if got is None:
+            if len(self._box) >= MAX_BUFFERED_KEYS:
+                self.counts["overflow"] += 1
+                self.tel.emit("drop", why="overflow", src=src, p=p, i=i)
+                return
+            got = self._box[key] = {}
+        if src in got:
+            if not self.strict:
+                self.counts["duplicate"] += 1
+                self.tel.emit("drop", why="duplicate", src=src, p=p, i=i)
+                return
+            src = (src, msg.get("q"))  # upstream counts a duplicate as one more client
+        got[src] = msg.get("v")
+        if p == "d1" and self._dec is not None:
+            self._answer_d1(i)
+        self._arrival.set()
+
+    def _raise_floor(self, phase, i):
+        if i <= self._floor.get(phase, 0):
+            return
+        self._floor[phase] = i
+        for key in [k for k in self._box if k[0] == phase and k[1] < i]:
+            del self._box[key]
+
+    async def _await(self, phase, i, done, deadline_us, waiting_on):
+        """Wait until done(received) or the deadline; report a wait that lasts long."""
+        t_begin = self.clock.now_us()
+        report_us = self.timing["hang_report_ms"] * 1000
+        next_report = t_begin + report_us
+        while True:
+            got = self._box.get((phase, i)) or {}
+            if done(got):
+                return got
+            now = self.clock.now_us()
+            if deadline_us is not None and now >= deadline_us:
+                return got
+            until = next_report if deadline_us is None else min(deadline_us, next_report)
+            self._arrival.clear()
+            try:
+                await asyncio.wait_for(self._arrival.wait(), self.clock.real_s(until - now))
+            except TimeoutError:
+                pass
+            now = self.clock.now_us()
+            if now >= next_report:
+                self.tel.emit("waiting", p=phase, i=i, on=waiting_on(got), ms=(now - t_begin) // 1000)
+                report_us *= 2
+                next_report = now + report_us
+
+    def _deadline(self, start_us, ms):
+        return None if self.strict else start_us + int(ms * 1000)
+
+    # -- start-up ----------------------------------------------------------------------------
+    async def start(self):
+        free, total = heap()
+        self.tel.emit("boot", impl="micropython" if MICROPYTHON else "cpython", ver=version(),
+                      heap=free, heap_total=total)
+        addr = await self.net.start()
+        self.tel.emit("listen", addr=list(addr))
+        deadline = self.clock.now_us() + int(self.timing["startup_ms"] * 1000)
+        others = [j for j in range(self.n) if j != self.id]
+        if self.id == self.server:
+            got = await self._await("hello", 0, lambda g: len(g) >= len(others), deadline,
+                                    lambda g: [j for j in others if j not in g])
+            table = {}
+            for j in self.net.peers:
+                table[str(j)] = list(self.net.peers[j])
+            for j in got:
+                table[str(j)] = got[j]
+            table[str(self.id)] = list(addr)
+            self.net.set_peers(table)
+            delay_us = int(self.timing["start_delay_ms"] * 1000)
+            self.t0 = self.clock.now_us() + delay_us
+            for j in got:
+                self._send(j, "go", 0, {"peers": table, "in": delay_us})
+            missing = [j for j in others if j not in got]
+        else:
+            self._send(self.server, "hello", 0, list(addr))
+            got = await self._await("go", 0, lambda g: self.server in g, deadline, lambda g: [self.server])
+            go = got.get(self.server)
+            if go is None:
+                self.tel.emit("error", msg="no go from coordinator %d before the start-up deadline" % self.server)
+                missing = [self.server]
+                self.t0 = self.clock.now_us()
+            else:
+                self.net.set_peers(go["peers"])
+                self.t0 = self.clock.now_us() + go["in"]
+                missing = [j for j in others if j not in self.net.peers]
+        skew = clock_skew(self.plan, self.id)
+        if skew is not None:
+            self.t0 += int(skew[1] * 1000)
+            self.tel.emit("fault", kind="clock_skew", ppm=skew[0], offset_ms=skew[1])
+        if isinstance(self.net, FaultyTransport):
+            self.net.t_start = self.clock.now_us()
+        self.tel.emit("ready", peers=sorted(self.net.peers), missing=missing, t0=self.t0)
+
+    # -- node-level faults -------------------------------------------------------------------
+    def _dropout_state(self, step):
+        """'up', 'down' or 'dead' at this step; emits crash and rejoin events at the edges."""
+        state = "up"
+        for d in self._dropouts:
+            at, down = d["at"], d.get("down")
+            if step == at:
+                self.tel.emit("fault", kind="crash", i=step, down=down)
+            if down is not None and step == at + down:
+                self.tel.emit("fault", kind="rejoin", i=step)
+            if step >= at and (down is None or step < at + down):
+                state = "dead" if down is None else "down"
+        was_down = self.down
+        self.down = state != "up"
+        if was_down and not self.down:
+            self._box = {}       # a restarted node remembers nothing it heard
+        if state == "dead":
+            self.status = "crashed"
+        return state
+
+    def _rejoined(self, step):
+        for d in self._dropouts:
+            if d.get("down") is not None and step == d["at"] + d["down"]:
+                return True
+        return False
+
+    def _metric(self, data):
+        if self.metric is not None:
+            return self.metric(data)
+        if is_number(data):
+            return data
+        if type(data) in (list, tuple) and len(data) <= 8 and all(is_number(x) for x in data):
+            return list(data)
+        return None
+
+    def _round_end(self, i, got, need, skipped, data, ev="round_end", **extra):
+        free, _ = heap()
+        if free is not None and (self._min_free is None or free < self._min_free):
+            self._min_free = free
+        self.tel.emit(ev, i=i, got=got, need=need, skipped=skipped, v=self._metric(data), heap=free, **extra)
+
+    # -- centralized FL ----------------------------------------------------------------------
+    async def fl_centralized(self, server_cb, client_cb, localData, privateData, noIterations):
+        if self.id == self.server:
+            return await self._central_server(server_cb, localData, privateData, noIterations)
+        return await self._central_client(client_cb, localData, privateData, noIterations)
+
+    async def _central_server(self, server_cb, data, priv, iterations):
+        initial = data
+        clients = [j for j in range(self.n) if j != self.id]
+        need = len(clients) if self.strict else _quorum(self.timing["quorum"], len(clients))
+        for k in range(iterations):
+            state = self._dropout_state(k)
+            if state == "dead":
+                return None
+            if self._rejoined(k):
+                data = initial
+            start = self.clock.now_us()
+            self.tel.emit("round_start", i=k)
+            if state == "down":
+                await self.clock.sleep_until(start + int(self.timing["round_ms"] * 1000))
+                self._round_end(k, 0, need, True, data, down=True)
+                continue
+            self._raise_floor("cu", k)
+            for c in clients:
+                self._send(c, "cd", k, data)
+            got = await self._await("cu", k, lambda g: len(g) >= len(clients),
+                                    self._deadline(start, self.timing["round_ms"]),
+                                    lambda g: [c for c in clients if c not in g])
+            msgs = [got[c] for c in sorted(got, key=_sender_order)]
+            skipped = len(msgs) < need
+            if not skipped:
+                data = server_cb(priv, msgs)
+            self._raise_floor("cu", k + 1)
+            self._round_end(k, len(msgs), need, skipped, data)
+        return data
+
+    async def _central_client(self, client_cb, data, priv, iterations):
+        initial = data
+        k = 0
+        while k < iterations:
+            state = self._dropout_state(k)
+            if state == "dead":
+                return None
+            if self._rejoined(k):
+                data = initial
+            start = self.clock.now_us()
+            self.tel.emit("round_start", i=k)
+            if state == "down":
+                await self.clock.sleep_until(start + int(self.timing["round_ms"] * 1000))
+                self._round_end(k, 0, 1, True, data, down=True)
+                k += 1
+                continue
+            self._raise_floor("cd", k)
+            got_round = [None]
+
+            def arrived(_):
+                got_round[0] = self._lowest("cd", k)
+                return got_round[0] is not None
+
+            await self._await("cd", k, arrived, self._deadline(start, self.timing["recv_ms"]),
+                              lambda g: [self.server])
+            j = got_round[0]
+            if j is None:
+                self._round_end(k, 0, 1, True, data)
+                k += 1
+                continue
+            if j > k:  # the server is ahead (we were slow or down): follow it
+                for s in range(k, j):
+                    self._round_end(s, 0, 1, True, data, behind=True)
+                self.tel.emit("round_start", i=j)
+            model = self._box[("cd", j)][self.server]
+            data = client_cb(data, priv, model)
+            self._send(self.server, "cu", j, data)
+            self._raise_floor("cd", j + 1)
+            self._round_end(j, 1, 1, False, data)
+            k = j + 1
+        return data
+
+    def _lowest(self, phase, at_least):
+        best = None
+        for (p, i), got in self._box.items():
+            if p == phase and i >= at_least and got and (best is None or i < best):
+                best = i
+        return best
+
+    # -- decentralized FL --------------------------------------------------------------------
+    async def fl_decentralized(self, server_cb, client_cb, localData, privateData, noIterations):
+        peers = [j for j in range(self.n) if j != self.id]
+        initial = localData
+        self._dec = {"hist": {}, "cb": client_cb, "priv": privateData, "step": 0, "answered": {}}
+        data = localData
+        for k in range(noIterations):
+            state = self._dropout_state(k)
+            if state == "dead":
+                return None
+            if self._rejoined(k):
+                data = initial
+            start = self.clock.now_us()
+            self.tel.emit("round_start", i=k)
+            if state == "down":
+                await self.clock.sleep_until(start + int(self.timing["round_ms"] * 1000))
+                self._round_end(k, 0, len(peers), True, data, down=True)
+                continue
+            hist = self._dec["hist"]
+            hist[k] = data
+            for old in [s for s in hist if s < k - 1]:
+                del hist[old]
+            self._dec["step"] = k
+            self._raise_floor("d2", k)
+            self._raise_floor("d1", k - 1)
+            for j in peers:
+                self._send(j, "d1", k, data)
+            self._answer_d1(k)  # phase-1 messages of k that arrived early
+            got = await self._await("d2", k, lambda g: len(g) >= len(peers),
+                                    self._deadline(start, self.timing["round_ms"]),
+                                    lambda g: [j for j in peers if j not in g])
+            payloads = [got[j] for j in sorted(got, key=_sender_order)]
+            skipped = not payloads
+            if not skipped:
+                data = server_cb(privateData, payloads)
+            self._round_end(k, len(payloads), len(peers), skipped, data)
+        self._dec["hist"][noIterations] = data
+        self._dec["step"] = noIterations
+        return data
+
+    def _answer_d1(self, i):
+        """Reply to every phase-1 message of iteration i not answered yet, with our value of i."""
+        dec = self._dec
+        value = dec["hist"].get(i)
+        if value is None or i > dec["step"]:
+            return  # not there yet: answered when we reach i
+        got = self._box.get(("d1", i)) or {}
+        answered = dec["answered"].setdefault(i, set())
+        for src in got:
+            if src not in answered:
+                answered.add(src)
+                peer = src[0] if type(src) is tuple else src
+                self._send(peer, "d2", i, dec["cb"](value, dec["priv"], got[src]))
+        for old in [s for s in dec["answered"] if s < i - 1]:
+            del dec["answered"][old]
+
+    # -- TDM ---------------------------------------------------------------------------------
+    async def get1Meas(self, peerId, odata):
+        res = await self.getMeas([peerId], odata)
+        return None if res is None else res[0]
+
+    async def getMeas(self, peerIds, odata):
+        s = self.slot
+        self.slot += 1
+        slot_us = int(self.timing["slot_ms"] * 1000)
+        start = self.t0 + s * slot_us
+        if self._jitter_ms:
+            j = self._jitter_rng.uniform(0, self._jitter_ms)
+            self.tel.emit("fault", kind="slot_jitter", i=s, ms=round(j, 3))
+            await self.clock.sleep_until(start + int(j * 1000))
+        else:
+            await self.clock.sleep_until(start)
+        state = self._dropout_state(s)
+        late = self.clock.now_us() - start
+        self.tel.emit("slot_start", i=s, peers=list(peerIds), late=late)
+        if state != "up" or odata is None:
+            self._raise_floor("t", s + 1)
+            await self.clock.sleep_until(start + slot_us)
+            self.tel.emit("slot_end", i=s, got=[], miss=[] if odata is None else list(peerIds),
+                          skipped=True, down=state != "up")
+            return None
+        self._raise_floor("t", s)
+        for p in peerIds:
+            self._send(p, "t", s, odata)
+        deadline = None if self.strict else start + slot_us - int(self.timing["guard_ms"] * 1000)
+        got = await self._await("t", s, lambda g: all(p in g for p in peerIds), deadline,
+                                lambda g: [p for p in peerIds if p not in g])
+        self._raise_floor("t", s + 1)
+        res = [got.get(p) for p in peerIds]
+        free, _ = heap()
+        self.tel.emit("slot_end", i=s, got=[p for p in peerIds if p in got],
+                      miss=[p for p in peerIds if p not in got], heap=free)
+        return res
+
+    def report(self, value, ev="slot_value"):
+        """Apps call this to put their own per-step metric into the telemetry (e.g. ODTS state)."""
+        self.tel.emit(ev, i=self.slot - 1, v=value)
+
+    # -- end ---------------------------------------------------------------------------------
+    async def finish(self, value):
+        """Report the result, answer late peers for a while, then close the transport."""
+        self.tel.emit("result", value=value, status=self.status)
+        if self._dec is not None and self.status == "ok" and not self.strict:
+            await asyncio.sleep(self.clock.real_s(self.timing["linger_ms"] * 1000))
+        await self.net.flush(1.0)
+        await self.close()
+
+    async def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        free, total = heap()
+        if free is not None:
+            self.tel.emit("heap", free=free, min_free=min(free, self._min_free or free), total=total)
+        self.tel.emit("counts", **self.counts)
+        await self.net.close()
+        self.tel.emit("done")
+
+
+def _sender_order(src):
+    return src if type(src) is int else src[0]
+
+
+def _quorum(fraction, clients):
+    """Clients needed to aggregate: ceil(fraction * clients), at least one."""
+    x = round(fraction * clients, 6)
+    need = int(x)
+    if need < x:
+        need += 1
+    return max(1, need)
