@@ -1,8 +1,9 @@
 """The fault layer: a transport that wraps another and misbehaves on purpose, deterministically.
 
 Link faults act on the sender's side, per (src, dst) link, each link drawing from its own
-generator seeded by (seed, src, dst), always four draws per matching rule and message, so the same
-seed and the same message sequence give the same faults whatever the timing. Start-up messages
+generator seeded by (seed, src, dst), a fixed number of draws per matching rule and message, so the
+same seed and the same message sequence give the same faults whatever the timing. A `script` in the
+plan replaces the rules with exact per-message decisions (a recorded run, replayed). Start-up messages
 (hello, go) are never faulted: the faults under test are those of the FL protocol.
 Node-level faults (dropout, slot jitter, clock skew) are read from the plan by the node runtime
 through the helpers at the bottom of this module."""
@@ -42,6 +43,11 @@ class FaultyTransport:
         self.counts = counts
         self.rules = [r for r in plan.get("links", ()) if _matches(r.get("src"), node_id)]
         self.partitions = plan.get("partitions", ())
+        # replayed faults: exact decisions recorded from an earlier run, by (dst, phase, iteration)
+        self.script = {}
+        for f in plan.get("script", ()):
+            if f.get("src") == node_id:
+                self.script[(f["dst"], f["p"], f["i"])] = f
         self.t_start = None  # set by the node when the start barrier is passed
         self._links = {}
         self._tasks = []
@@ -103,6 +109,9 @@ class FaultyTransport:
             self.inner.send(dst, msg)
             return
         i = msg.get("i")
+        if self.script:
+            self._replay(dst, msg)
+            return
         if self._partitioned(dst, i):
             self.counts["drop_fault"] += 1
             self._fault("partition", msg, dst)
@@ -154,6 +163,21 @@ class FaultyTransport:
             self._fault("reorder", msg, dst)
         self._emit_later(link, dst, msg, copies, delay_ms, hold)
 
+    def _replay(self, dst, msg):
+        f = self.script.get((dst, msg["p"], msg["i"]))
+        kind = f["kind"] if f else None
+        if kind in ("loss", "burst_loss", "partition"):
+            self.counts["drop_fault"] += 1
+            self._fault(kind, msg, dst)
+            return
+        if kind is not None:
+            self._fault(kind, msg, dst, **({"ms": f["ms"]} if "ms" in f else {}))
+        link = self._links.get(dst)
+        if link is None:
+            link = self._links[dst] = _LinkState(self.seed, self.node_id, dst)
+        self._emit_later(link, dst, msg, 2 if kind == "dup" else 1, f.get("ms", 0) if kind == "delay" else 0,
+                         kind == "reorder")
+
     def _emit_later(self, link, dst, msg, copies, delay_ms, hold):
         if delay_ms > 0:
             self._spawn(self._after(delay_ms, link, dst, msg, copies, hold))
@@ -193,7 +217,7 @@ class FaultyTransport:
 
 
 def has_link_faults(plan):
-    return bool(plan.get("links") or plan.get("partitions"))
+    return bool(plan.get("links") or plan.get("partitions") or plan.get("script"))
 
 
 def dropouts_for(plan, node_id):

@@ -1,0 +1,177 @@
+"""A provisioned lab: the nodes described by a lab file, ready to run specs on.
+
+Real boards are locked (a lock file per board) so two workers or two runs never share one.
+Emulated boards start on demand and are reused across runs; PC nodes are cheap and made per run.
+Addresses are unique per process (`subnet_offset`), so pytest-xdist workers never collide."""
+import fcntl
+import ipaddress
+import os
+import tempfile
+import time
+
+from harness import runner
+from harness.boards.pc import PcNode
+from harness.errors import HarnessError
+
+FIRMWARE_DIR = os.path.join(runner.__file__.rsplit(os.sep, 2)[0], "firmware")
+LOCK_DIR = os.path.join(tempfile.gettempdir(), "flhil-locks")
+
+
+class LabError(HarnessError):
+    pass
+
+
+class BoardLock:
+    """An exclusive lock on one real board, held for the life of the lab."""
+
+    def __init__(self, key, timeout_s=30):
+        os.makedirs(LOCK_DIR, exist_ok=True)
+        self.path = os.path.join(LOCK_DIR, "".join(c if c.isalnum() else "_" for c in key) + ".lock")
+        self._f = open(self.path, "w")
+        end = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(self._f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > end:
+                    self._f.close()
+                    raise LabError("board %s is in use by another run (lock %s)" % (key, self.path))
+                time.sleep(0.2)
+
+    def release(self):
+        if not self._f.closed:
+            fcntl.flock(self._f, fcntl.LOCK_UN)
+            self._f.close()
+
+
+def _subnet_hosts(subnet, offset):
+    """Addresses of `subnet` moved `offset` /24 blocks up, inside 127.0.0.0/8."""
+    net = ipaddress.ip_network(subnet, strict=False)
+    base = ipaddress.ip_address(int(net.network_address) + offset * 256)
+    if base not in ipaddress.ip_network("127.0.0.0/8"):
+        raise LabError("subnet %s moved by %d leaves 127.0.0.0/8" % (subnet, offset))
+    start = int(base)
+    return (str(ipaddress.ip_address(start + k)) for k in range(1, 255))
+
+
+class Lab:
+    """`spec` is a harness.labfile.Lab. Use as a context manager; close() reaps everything."""
+
+    def __init__(self, spec, workdir, subnet_offset=0):
+        self.spec = spec
+        self.workdir = workdir
+        os.makedirs(workdir, exist_ok=True)
+        self._emu_addresses = _subnet_hosts(spec.emulated.subnet, subnet_offset)
+        self._subnet_offset = subnet_offset
+        self.emulated = []
+        self.real = []
+        self._locks = []
+        self._prepared = set()
+        self._runs = 0
+
+    # -- inventory ---------------------------------------------------------------------------
+    @property
+    def has_real_boards(self):
+        return bool(self.spec.boards)
+
+    def real_boards(self):
+        """Open and lock the real boards of the lab (once)."""
+        if not self.real and self.spec.boards:
+            from harness.boards.serial_board import SerialBoard
+            for b in self.spec.boards:
+                self._locks.append(BoardLock(b.serial or b.port or b.url))
+                self.real.append(SerialBoard.from_spec(b, log_dir=os.path.join(self.workdir, "boards")))
+        return self.real
+
+    def emulated_boards(self, count):
+        """At least `count` emulated boards, started on demand and kept for later runs."""
+        from harness.boards.emulated import EmulatedBoard
+        emu = self.spec.emulated
+        while len(self.emulated) < count:
+            k = len(self.emulated)
+            board = EmulatedBoard(name="emu%d" % k, address=next(self._emu_addresses),
+                                  flash_dir=os.path.join(self.workdir, "flash", "emu%d" % k),
+                                  heap_kb=emu.heap_kb, micropython=emu.micropython)
+            board.open()
+            self.emulated.append(board)
+        return self.emulated[:count]
+
+    # -- runs --------------------------------------------------------------------------------
+    def allocate(self, count, boards, hil, run_dir):
+        """`boards` nodes on boards (real under hil, else emulated) and the rest as PC nodes."""
+        boards = count if boards is None else min(boards, count)
+        if hil:
+            real = self.real_boards()
+            if len(real) < boards:
+                raise LabError("the run needs %d boards, the lab has %d real ones" % (boards, len(real)))
+            picked = list(real[:boards])
+        else:
+            picked = list(self.emulated_boards(boards))
+        pcs = self._fresh_pc_nodes(count - boards, run_dir)
+        for node in picked:
+            if node.name not in self._prepared:
+                node.prepare(FIRMWARE_DIR)
+                self._prepared.add(node.name)
+        for node in pcs:
+            node.prepare(FIRMWARE_DIR)
+        return picked + pcs
+
+    def _fresh_pc_nodes(self, count, run_dir):
+        # the PC nodes of earlier runs are gone, so every run takes the PC block from its start
+        addresses = _subnet_hosts(self.spec.emulated.subnet, self._subnet_offset + 1)
+        return [PcNode("pc%d" % k, next(addresses), self.spec.pc.interpreter,
+                       workdir=os.path.join(run_dir, "pc%d" % k), micropython=self.spec.emulated.micropython)
+                for k in range(count)]
+
+    def run_dir(self, name):
+        self._runs += 1
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80]
+        return os.path.join(self.workdir, "runs", "%03d-%s" % (self._runs, safe))
+
+    def run_on(self, spec, nodes, run_dir, hil=False):
+        """Run a spec on allocated nodes; returns the run-record dict (also saved as record.json)."""
+        wifi = None
+        if hil and self.spec.network is not None:
+            wifi = {"ssid": self.spec.network.ssid, "password": self.spec.wifi_password()}
+        try:
+            return runner.run(spec, nodes, run_dir, wifi=wifi)
+        finally:
+            for node in nodes:
+                if node.kind == "pc":
+                    node.close()
+
+    def run(self, spec, boards=None, hil=False, name=None):
+        """Allocate, run and time the provisioning; the one-call form for scripts and the CLI."""
+        run_dir = self.run_dir(name or spec.app)
+        t = time.monotonic()
+        nodes = self.allocate(spec.nodes, boards, hil, run_dir)
+        provision_s = time.monotonic() - t
+        record = self.run_on(spec, nodes, run_dir, hil)
+        record["phases"]["provision"] = provision_s
+        return record
+
+    def secrets(self):
+        """Strings that must never appear in logs or reports."""
+        if self.spec.network is None:
+            return []
+        value = os.environ.get(self.spec.network.password_env)
+        return [value] if value else []
+
+    def close(self):
+        for board in self.emulated + self.real:
+            try:
+                board.close()
+            except Exception:
+                pass
+        self.emulated = []
+        self.real = []
+        for lock in self._locks:
+            lock.release()
+        self._locks = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
