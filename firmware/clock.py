@@ -16,8 +16,12 @@ class Clock:
         return max(0, us) / (1e6 * self.rate)
 
     async def sleep_until(self, t_us):
-        delta = t_us - self.now_us()
-        if delta > 0:
+        # MicroPython's asyncio.sleep truncates to whole milliseconds and can end up to ~2 ms
+        # early: sleep again for what is left (a sub-millisecond rest is a few zero sleeps)
+        while True:
+            delta = t_us - self.now_us()
+            if delta <= 0:
+                return
             await asyncio.sleep(self.real_s(delta))
 
 

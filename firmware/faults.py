@@ -71,7 +71,14 @@ class FaultyTransport:
         return await self.inner.start()
 
     async def flush(self, timeout_s):
-        await self.inner.flush(timeout_s)
+        # delayed and held messages are still on their way: let them out before the inner flush,
+        # or close() cancels them and a node's last message under delay is silently lost
+        step = 0.005
+        waited = 0.0
+        while waited < timeout_s and any(not t.done() for t in self._tasks):
+            await asyncio.sleep(step)
+            waited += step
+        await self.inner.flush(max(0.0, timeout_s - waited))
 
     async def close(self):
         for t in self._tasks:

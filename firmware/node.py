@@ -55,6 +55,8 @@ class Node:
         else:
             transport.counts = self.counts
             transport.tel = self.tel
+        # False for a transport that reaches peers by id (memnet): the go then carries no table
+        self._needs_table = getattr(transport, "needs_table", True)
         if has_link_faults(self.plan):
             transport = FaultyTransport(transport, self.plan, self.id, self.seed, clock, self.tel, self.counts)
         self.net = transport
@@ -68,6 +70,7 @@ class Node:
         self._jitter_ms = slot_jitter_ms(self.plan, self.id)
         self._jitter_rng = XorShift32(mix(self.plan.get("seed", self.seed), self.id, 0x5107))
         self.down = False
+        self._up_at = None       # while down: the step the node comes back at (None: never)
         self.status = "ok"
         self.t0 = None           # start of slot 0 in this node's clock
         self.slot = 0            # TDM slot counter, as upstream's timeSlot
@@ -98,9 +101,9 @@ class Node:
                             "i": i, "q": self._seq, "v": value})
 
     def _on_msg(self, msg):
-        if self.down:
-            return
         p, i, src = msg["p"], msg["i"], msg["s"]
+        if self.down and (self._up_at is None or i < self._up_at):
+            return  # a message of the step the node comes back at may arrive before it wakes up
         if i < self._floor.get(p, 0):
             self.counts["stale"] += 1
             self.tel.emit("drop", why="stale", src=src, p=p, i=i)
@@ -166,21 +169,24 @@ class Node:
         addr = await self.net.start()
         self.tel.emit("listen", addr=list(addr))
         deadline = self.clock.now_us() + int(self.timing["startup_ms"] * 1000)
-        others = [j for j in range(self.n) if j != self.id]
         if self.id == self.server:
+            others = [j for j in range(self.n) if j != self.id]
             got = await self._await("hello", 0, lambda g: len(g) >= len(others), deadline,
                                     lambda g: [j for j in others if j not in g])
-            table = {}
-            for j in self.net.peers:
-                table[str(j)] = list(self.net.peers[j])
-            for j in got:
-                table[str(j)] = got[j]
-            table[str(self.id)] = list(addr)
-            self.net.set_peers(table)
             delay_us = int(self.timing["start_delay_ms"] * 1000)
+            go = {"in": delay_us}
+            if self._needs_table:
+                table = {}
+                for j in self.net.peers:
+                    table[str(j)] = list(self.net.peers[j])
+                for j in got:
+                    table[str(j)] = got[j]
+                table[str(self.id)] = list(addr)
+                self.net.set_peers(table)
+                go["peers"] = table
             self.t0 = self.clock.now_us() + delay_us
             for j in got:
-                self._send(j, "go", 0, {"peers": table, "in": delay_us})
+                self._send(j, "go", 0, go)
             missing = [j for j in others if j not in got]
         else:
             self._send(self.server, "hello", 0, list(addr))
@@ -191,9 +197,13 @@ class Node:
                 missing = [self.server]
                 self.t0 = self.clock.now_us()
             else:
-                self.net.set_peers(go["peers"])
+                if "peers" in go:
+                    self.net.set_peers(go["peers"])
                 self.t0 = self.clock.now_us() + go["in"]
-                missing = [j for j in others if j not in self.net.peers]
+                # built only now (a client waiting at the barrier holds no list of n ids), and only
+                # when the table lacks some node
+                missing = [] if len(self.net.peers) >= self.n else \
+                    [j for j in range(self.n) if j != self.id and j not in self.net.peers]
         skew = clock_skew(self.plan, self.id)
         if skew is not None:
             self.t0 += int(skew[1] * 1000)
@@ -206,6 +216,7 @@ class Node:
     def _dropout_state(self, step):
         """'up', 'down' or 'dead' at this step; emits crash and rejoin events at the edges."""
         state = "up"
+        self._up_at = None
         for d in self._dropouts:
             at, down = d["at"], d.get("down")
             if step == at:
@@ -214,10 +225,14 @@ class Node:
                 self.tel.emit("fault", kind="rejoin", i=step)
             if step >= at and (down is None or step < at + down):
                 state = "dead" if down is None else "down"
+                self._up_at = None if down is None else at + down
         was_down = self.down
         self.down = state != "up"
         if was_down and not self.down:
-            self._box = {}       # a restarted node remembers nothing it heard
+            # a restarted node remembers nothing it heard before (messages of this step that
+            # arrived while it was coming back are kept)
+            for key in [k for k in self._box if k[1] < step]:
+                del self._box[key]
         if state == "dead":
             self.status = "crashed"
         return state

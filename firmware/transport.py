@@ -104,6 +104,7 @@ class _Link:
             backoff = min(backoff * 2, 0.5)
 
     async def _run(self):
+        backoff = 0.01
         while True:
             if not self.queue:
                 self.wake.clear()
@@ -116,8 +117,14 @@ class _Link:
                     self.writer.write(self.queue[0])
                     await self.writer.drain()
                     self.queue.pop(0)  # popped after the write: a broken link resends it
+                    backoff = 0.01
             except OSError:
                 self._drop_writer()
+                # MicroPython's open_connection returns before the connect completes and a refused
+                # connect fails at the first write: without a pause a dead peer is retried in a
+                # busy loop (thousands of sockets a second)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 0.5)
 
     def _drop_writer(self):
         w, self.writer = self.writer, None

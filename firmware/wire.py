@@ -18,7 +18,7 @@ class Rejected(Exception):
     """A frame the node refuses. `why` is one of the telemetry `drop` reasons."""
 
     def __init__(self, why, detail=""):
-        Exception.__init__(self, why)
+        super().__init__(why)  # MicroPython: Exception has no __init__ attribute to call
         self.why = why
         self.detail = detail
 

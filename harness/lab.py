@@ -68,6 +68,7 @@ class Lab:
         self.real = []
         self._locks = []
         self._prepared = set()
+        self._flash_image = None
         self._runs = 0
 
     # -- inventory ---------------------------------------------------------------------------
@@ -88,13 +89,16 @@ class Lab:
         """At least `count` emulated boards, started on demand and kept for later runs."""
         from harness.boards.emulated import EmulatedBoard
         emu = self.spec.emulated
+        started = []
         while len(self.emulated) < count:
             k = len(self.emulated)
-            board = EmulatedBoard(name="emu%d" % k, address=next(self._emu_addresses),
-                                  flash_dir=os.path.join(self.workdir, "flash", "emu%d" % k),
-                                  heap_kb=emu.heap_kb, micropython=emu.micropython)
-            board.open()
+            board = EmulatedBoard("emu%d" % k, os.path.join(self.workdir, "flash", "emu%d" % k),
+                                  address=next(self._emu_addresses), number=k, heap="%dk" % emu.heap_kb,
+                                  micropython=emu.micropython, log_dir=os.path.join(self.workdir, "boards"))
             self.emulated.append(board)
+            started.append(board.boot())
+        for board in started:  # booted together, waited for together
+            board.wait_ready()
         return self.emulated[:count]
 
     # -- runs --------------------------------------------------------------------------------
@@ -111,7 +115,7 @@ class Lab:
         pcs = self._fresh_pc_nodes(count - boards, run_dir)
         for node in picked:
             if node.name not in self._prepared:
-                node.prepare(FIRMWARE_DIR)
+                node.prepare(self._firmware_files())
                 self._prepared.add(node.name)
         for node in pcs:
             node.prepare(FIRMWARE_DIR)
@@ -123,6 +127,13 @@ class Lab:
         return [PcNode("pc%d" % k, next(addresses), self.spec.pc.interpreter,
                        workdir=os.path.join(run_dir, "pc%d" % k), micropython=self.spec.emulated.micropython)
                 for k in range(count)]
+
+    def _firmware_files(self):
+        """The compiled flash image, built once per lab (mpy-cross results are cached by hash)."""
+        if self._flash_image is None:
+            from harness.deploy import build_firmware
+            self._flash_image = build_firmware(FIRMWARE_DIR)
+        return self._flash_image
 
     def run_dir(self, name):
         self._runs += 1

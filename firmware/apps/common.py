@@ -7,33 +7,25 @@
 
 import math
 
-MASK32 = 0xFFFFFFFF
+from firmware.prng import MASK as MASK32, XorShift32, mix
 
 
 # ---------------------------------------------------------------- xorshift32 PRNG
+# The generator and the seed hash are firmware.prng's (one implementation for the fault layer,
+# the apps and the host oracles).
 
 def xorshift32(x):
     """One step of Marsaglia's xorshift32 (13, 17, 5). x must be a nonzero 32-bit int."""
-    x ^= (x << 13) & MASK32
-    x ^= x >> 17
-    x ^= (x << 5) & MASK32
-    return x & MASK32
+    return XorShift32(x).next_u32()
 
 
 def rng_seed(*parts):
-    """A nonzero 32-bit state from several ints (e.g. seed, stream, node); FNV-1a over the
-    parts' 32-bit values, then a few xorshift steps to spread nearby seeds apart."""
-    h = 2166136261
-    for p in parts:
-        p = int(p) & MASK32
-        for shift in (0, 8, 16, 24):
-            h ^= (p >> shift) & 0xFF
-            h = (h * 16777619) & MASK32
-    if h == 0:
-        h = 0x9E3779B9
-    for _ in range(4):
-        h = xorshift32(h)
-    return h
+    """A nonzero 32-bit state from several ints (e.g. seed, stream, node): prng.mix (FNV-1a over
+    the parts' 32-bit values), then a few xorshift steps to spread nearby seeds apart."""
+    g = XorShift32(mix(*parts))
+    for _ in range(3):
+        g.next_u32()
+    return g.next_u32()
 
 
 class Rng:
@@ -41,11 +33,10 @@ class Rng:
     them (Irwin-Hall), so every value is a dyadic number exact in single precision."""
 
     def __init__(self, *parts):
-        self.state = rng_seed(*parts)
+        self._g = XorShift32(rng_seed(*parts))
 
     def u32(self):
-        self.state = xorshift32(self.state)
-        return self.state
+        return self._g.next_u32()
 
     def u16(self):
         return self.u32() >> 16

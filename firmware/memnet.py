@@ -1,0 +1,132 @@
+"""An in-memory network for the virtual-time lab: every node of a run in one event loop.
+
+`MemoryNetwork` is shared by the nodes of one run; `MemoryTransport` is a `Transport` like the TCP
+one, so encoding, authentication, the codec's checks, counting and the fault layer all run exactly
+as over TCP: frames travel as bytes (4-byte length + body) and are parsed again at the receiver.
+A frame arrives `latency_us` after it was sent, in order per (sender, receiver) link, like a TCP
+connection. Addresses are implicit (a node is reached by its id), so the transport needs no address
+table: `peers` is the network's table of attached nodes, one dict shared by all of them, and
+`start()` returns the pseudo address ("mem", id).
+
+CPython is what runs it (its event loop's `call_later` schedules the arrivals); the syntax stays
+MicroPython-compatible because it lives in firmware/. No module-level state: everything belongs to
+a network object."""
+from firmware.compat import asyncio
+from firmware.transport import Transport, new_counts
+from firmware.wire import Rejected, HEADER
+
+
+class _Link:
+    """Frames in flight on one (sender, receiver) link, oldest first."""
+
+    def __init__(self):
+        self.frames = []
+        self.head = 0
+
+
+class MemoryNetwork:
+    """The medium shared by the nodes of one run. `sent`, `delivered` and `lost` count frames
+    (lost: the receiver was not attached or had closed when the frame arrived)."""
+
+    def __init__(self, latency_us=100):
+        self.latency_us = latency_us
+        self.members = {}     # node id -> MemoryTransport (attached at start(), kept after close)
+        self.addresses = {}   # node id -> ("mem", id): the address table every node shares
+        self._links = {}      # (src, dst) -> _Link
+        self.sent = 0
+        self.delivered = 0
+        self.lost = 0
+
+    def attach(self, transport):
+        self.members[transport.node_id] = transport
+        self.addresses[transport.node_id] = ("mem", transport.node_id)
+
+    def send(self, src, dst, frame):
+        """Put `frame` (bytes) on the link src -> dst; it arrives after the latency."""
+        self.sent += 1
+        key = (src, dst)
+        link = self._links.get(key)
+        if link is None:
+            link = self._links[key] = _Link()
+        link.frames.append(frame)
+        delay_s = self.latency_us / 1e6
+        loop = asyncio.get_event_loop()
+        later = getattr(loop, "call_later", None)
+        if later is not None:
+            later(delay_s, self._arrive, key)
+        else:  # an event loop without call_later (MicroPython): one small task per frame
+            asyncio.create_task(self._arrive_after(delay_s, key))
+
+    async def _arrive_after(self, delay_s, key):
+        await asyncio.sleep(delay_s)
+        self._arrive(key)
+
+    def _arrive(self, key):
+        # One call per frame; each call delivers the oldest frame of the link, so frames arrive in
+        # the order they were sent whatever order the loop runs callbacks due at the same instant in.
+        link = self._links[key]
+        frame = link.frames[link.head]
+        link.frames[link.head] = None
+        link.head += 1
+        if link.head == len(link.frames):
+            link.frames = []
+            link.head = 0
+        elif link.head > 64 and link.head * 2 > len(link.frames):
+            link.frames = link.frames[link.head:]
+            link.head = 0
+        dst = self.members.get(key[1])
+        if dst is None or dst.closed:
+            self.lost += 1
+            return
+        self.delivered += 1
+        dst.receive_frame(frame)
+
+
+class MemoryTransport(Transport):
+    """A node's end of a MemoryNetwork. `counts` and `tel` may be None when the node runtime sets
+    them (it does: Node replaces both with its own)."""
+
+    needs_table = False  # peers are reached by id: the start-up go needs no address table
+
+    def __init__(self, network, node_id, codec, counts=None, tel=None, max_queue=256):
+        Transport.__init__(self, node_id, codec, counts if counts is not None else new_counts(), tel,
+                           max_queue)
+        self.network = network
+        self.peers = network.addresses  # shared, never written by a node (set_peers ignores tables)
+        self.closed = False
+
+    def set_peers(self, table):
+        """Addresses are implicit in memory: a table (from the config or the coordinator) is ignored."""
+
+    async def start(self):
+        self.address = ("mem", self.node_id)
+        self.closed = False
+        self.network.attach(self)
+        return self.address
+
+    def _send_frame(self, dst, frame):
+        if self.closed:
+            return
+        self.network.send(self.node_id, dst, frame)
+
+    def receive_frame(self, frame):
+        """A whole frame from the network: check the header as a TCP reader would, then the body."""
+        if len(frame) < HEADER:
+            self.reject("truncated", "frame shorter than its header")
+            return
+        try:
+            n = self.codec.body_length(frame[:HEADER])
+        except Rejected as e:
+            self.reject(e.why, e.detail)
+            return
+        body = frame[HEADER:]
+        if len(body) != n:
+            self.reject("truncated", "%d-byte body announced, %d bytes came" % (n, len(body)))
+            return
+        self.receive_body(body)
+
+    async def flush(self, timeout_s):
+        """Frames are in the network as soon as they are sent: nothing to wait for."""
+
+    async def close(self):
+        self.closed = True

@@ -1,0 +1,1 @@
+"""fl-hil host harness: boards, deploy, runs, analysis and reports."""

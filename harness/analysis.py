@@ -1,0 +1,584 @@
+"""Assertions on run records, usable without pytest.
+
+One `check_*` function per `[expect]` key of a scenario (docs/design.md), plus `check_protocol`
+(the runtime invariants upstream proved on its CSP model). Every check returns a list of
+`Finding`s, passing ones included, so a report shows what was verified. `evaluate` runs a
+scenario's expectations and `Report.raise_if_failed()` turns failures into one
+`ExpectationFailed` whose message names node, round, expected, got and the seed to replay.
+
+Tolerances (values_match): the rp2 port computes in single precision, PCs in double.
+An expected value exactly representable in single precision (a short dyadic such as 1.75 or
+1.74951171875) must match exactly: both precisions compute it without rounding. Any other value
+must agree to a relative 1e-6 (a few float32 ulps; averaging contracts rounding errors, so they
+do not grow with the rounds). Integers and non-numbers compare exactly.
+"""
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import asdict, dataclass, field
+
+from firmware.apps import common
+from harness import oracles
+from harness.record import CENTRALIZED_KINDS, RunRecord
+
+DEFAULT_REL = 1e-6
+
+
+class ExpectationFailed(AssertionError):
+    """Some expectations of a run failed; `report` holds every finding."""
+
+    def __init__(self, message, report=None):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class Finding:
+    check: str
+    ok: bool
+    node: int | None = None
+    round: int | None = None
+    expected: object = None
+    got: object = None
+    message: str = ""
+
+    def __str__(self):
+        where = []
+        if self.node is not None:
+            where.append("node %s" % self.node)
+        if self.round is not None:
+            where.append("round %s" % self.round)
+        text = "%s %s" % ("PASS" if self.ok else "FAIL", self.check)
+        if where:
+            text += " (" + ", ".join(where) + ")"
+        if self.expected is not None or self.got is not None:
+            text += ": expected %s, got %s" % (_fmt(self.expected), _fmt(self.got))
+        if self.message:
+            text += "; " + self.message
+        return text
+
+
+@dataclass
+class Report:
+    findings: list = field(default_factory=list)
+    seed: object = None
+    run: object = None
+
+    @property
+    def failures(self):
+        return [f for f in self.findings if not f.ok]
+
+    @property
+    def ok(self):
+        return not self.failures
+
+    def summary(self) -> str:
+        head = "run %s, seed=%s: %d checks, %d failed" % (
+            self.run, self.seed, len(self.findings), len(self.failures))
+        return "\n".join([head] + ["  " + str(f) for f in self.findings])
+
+    def to_dict(self):
+        return {"seed": self.seed, "run": self.run, "ok": self.ok,
+                "findings": [asdict(f) for f in self.findings]}
+
+    def raise_if_failed(self):
+        if self.ok:
+            return
+        lines = ["%d expectation(s) failed (run %s):" % (len(self.failures), self.run)]
+        lines += ["  " + str(f) for f in self.failures]
+        lines.append("replay with seed=%s" % self.seed)
+        raise ExpectationFailed("\n".join(lines), self)
+
+
+# ------------------------------------------------------------------ value comparison
+
+def is_single_exact(x) -> bool:
+    """True if the float is exactly representable in IEEE single precision."""
+    try:
+        return struct.unpack("<f", struct.pack("<f", x))[0] == x
+    except (OverflowError, struct.error):
+        return False
+
+
+def values_match(expected, got, rel=DEFAULT_REL) -> bool:
+    """Compare nested lists/dicts of numbers with the module's tolerance rules."""
+    if isinstance(expected, (list, tuple)):
+        return (isinstance(got, (list, tuple)) and len(got) == len(expected)
+                and all(values_match(e, g, rel) for e, g in zip(expected, got)))
+    if isinstance(expected, dict):
+        return (isinstance(got, dict) and set(map(str, got)) == set(map(str, expected))
+                and all(values_match(v, got.get(k, got.get(str(k))), rel) for k, v in expected.items()))
+    if isinstance(expected, bool) or not isinstance(expected, (int, float)):
+        return expected == got
+    if isinstance(got, bool) or not isinstance(got, (int, float)):
+        return False
+    if isinstance(expected, int) or is_single_exact(float(expected)):
+        return float(got) == float(expected)
+    return math.isclose(got, expected, rel_tol=rel, abs_tol=1e-12)
+
+
+# ------------------------------------------------------------------ helpers
+
+def _fmt(x):
+    if isinstance(x, float):
+        return repr(x)
+    if isinstance(x, (list, tuple)) and len(x) > 12:
+        return "[%s, ... %d items]" % (", ".join(_fmt(v) for v in x[:12]), len(x))
+    return str(x)
+
+
+def _as_record(record):
+    return record if isinstance(record, RunRecord) else RunRecord(record)
+
+
+def _index_base(record):
+    """Iterations/slots in telemetry may count from 0 or 1; oracle lists count from 0."""
+    seen = [e.get("i") for n in record.node_ids() for e in record.steps(n)
+            if isinstance(e.get("i"), int)]
+    return 1 if seen and min(seen) == 1 else 0
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _percentile(values, p):
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    k = max(0, math.ceil(p / 100.0 * len(ordered)) - 1)
+    return ordered[k]
+
+
+def _oracle(record, oracle_values):
+    if oracle_values is None:
+        return oracles.oracle_for(record.algorithm, record.n_nodes, record.args,
+                                  record.seed, record.server)
+    if isinstance(oracle_values, dict) and "final" in oracle_values:
+        return oracle_values
+    return {"final": list(oracle_values), "rounds": None}
+
+
+# ------------------------------------------------------------------ expectation checks
+
+def check_oracle(record, oracle_values=None, rel=DEFAULT_REL, rounds=None):
+    """Final values (and, for the averaging algorithms, every round's `v`) equal the fault-free
+    reference. `oracle_values`: a list (one final value per node) or {"final", "rounds"};
+    computed from the record's spec when None."""
+    record = _as_record(record)
+    try:
+        oracle = _oracle(record, oracle_values)
+    except ValueError as exc:
+        return [Finding("oracle", False, message=str(exc))]
+    out = []
+    for node, expected in enumerate(oracle["final"]):
+        if not record.has_result(node):
+            out.append(Finding("oracle", False, node, None, expected, None,
+                               "no result (status %s)" % record.status(node)))
+            continue
+        got = record.result(node)
+        out.append(Finding("oracle", values_match(expected, got, rel), node, None, expected, got,
+                           "final value"))
+    if rounds is None:
+        rounds = record.algorithm in ("centralized", "decentralized", "tdm")
+    if rounds and oracle.get("rounds"):
+        base = _index_base(record)
+        for node in record.node_ids():
+            for i, v in sorted(record.values(node).items()):
+                k = i - base
+                if 0 <= k < len(oracle["rounds"]) and node < len(oracle["rounds"][k]):
+                    expected = oracle["rounds"][k][node]
+                    if not values_match(expected, v, rel):
+                        out.append(Finding("oracle", False, node, i, expected, v,
+                                           "value after this round/slot"))
+                        break  # the first divergence per node is the informative one
+    return out
+
+
+def check_all_return(record):
+    """Liveness: every node the fault plan does not kill for good reports a result, status ok."""
+    record = _as_record(record)
+    out = []
+    killed = record.planned_permanent_crashes()
+    hang = record.hang or {}
+    for node in range(record.n_nodes):
+        if node in killed:
+            out.append(Finding("all_return", True, node, message="crashed by the fault plan; "
+                               "status %s" % record.status(node)))
+            continue
+        status = record.status(node)
+        ok = status == "ok" and record.has_result(node)
+        msg = "status %s" % status
+        if record.error(node):
+            msg += ", error: %s" % record.error(node)
+        if not ok and hang.get("node") == node:
+            msg += ", hung in %s waiting on %s" % (hang.get("phase"), hang.get("waiting"))
+        out.append(Finding("all_return", ok, node, None, "a result, status ok",
+                           "result" if record.has_result(node) else "no result", msg))
+    if hang and hang.get("node") is None:
+        out.append(Finding("all_return", False, message="run hung: %s" % hang))
+    return out
+
+
+def check_consensus(record, eps=1e-3, safety=2.0, scale=None):
+    """The spread (max - min) of the nodes' per-round values falls to eps x the initial spread
+    within ceil(safety x rounds_to_eps) rounds, and stays there at the end. The initial spread is
+    that of the upstream data x_i = i + 1 unless `scale` is given."""
+    record = _as_record(record)
+    algo, n = record.algorithm, record.n_nodes
+    try:
+        bound = math.ceil(safety * oracles.rounds_to_eps(algo, n, eps))
+    except ValueError as exc:
+        return [Finding("consensus", False, message=str(exc))]
+    if scale is None:
+        init = oracles.initial_values(n)
+        scale = max(init) - min(init)
+    by_round = {}
+    for node in record.node_ids():
+        for i, v in record.values(node).items():
+            if _number(v):
+                by_round.setdefault(i, []).append(v)
+    rounds = sorted(i for i, vs in by_round.items() if len(vs) >= 2)
+    if not rounds:
+        return [Finding("consensus", False, message="no round with values of two nodes")]
+    base = _index_base(record)
+    spread = {i: max(by_round[i]) - min(by_round[i]) for i in rounds}
+    target = eps * scale
+    reached = next((i for i in rounds if spread[i] <= target), None)
+    last = rounds[-1]
+    if reached is None or spread[last] > target:
+        return [Finding("consensus", False, None, last, "spread <= %g" % target, spread[last],
+                        "not reached by the last round (theory: %d rounds x %g safety = %d)"
+                        % (oracles.rounds_to_eps(algo, n, eps), safety, bound))]
+    count = reached - base + 1
+    return [Finding("consensus", count <= bound, None, reached, "within %d rounds" % bound,
+                    "%d rounds" % count, "spread %g <= %g" % (spread[reached], target))]
+
+
+def check_mass_conserved(record, tol=1e-9):
+    """The mean of all nodes' values stays the initial mean (x_i = i + 1), in every round where
+    every node reported, else on the final results. |mean - m0| <= tol x max(1, |m0|)."""
+    record = _as_record(record)
+    n = record.n_nodes
+    m0 = sum(oracles.initial_values(n)) / n
+    limit = tol * max(1.0, abs(m0))
+    by_round = {}
+    for node in record.node_ids():
+        for i, v in record.values(node).items():
+            if _number(v):
+                by_round.setdefault(i, {})[node] = v
+    complete = sorted(i for i, vs in by_round.items() if len(vs) == n)
+    if complete:
+        for i in complete:
+            mean = sum(by_round[i].values()) / n
+            if abs(mean - m0) > limit:
+                return [Finding("mass_conserved", False, None, i, m0, mean,
+                                "mean of the %d nodes' values moved by %g" % (n, mean - m0))]
+        return [Finding("mass_conserved", True, None, complete[-1], m0,
+                        sum(by_round[complete[-1]].values()) / n, "%d rounds checked" % len(complete))]
+    results = [record.result(node) for node in range(n)]
+    if not all(_number(r) for r in results):
+        return [Finding("mass_conserved", False, message="no round or result set with all %d "
+                        "nodes' values" % n)]
+    mean = sum(results) / n
+    return [Finding("mass_conserved", abs(mean - m0) <= limit, None, None, m0, mean,
+                    "mean of final results")]
+
+
+def accuracy_of(record, node):
+    """Test accuracy of a node's model: the result's `accuracy`/`acc` if it is a dict, else the
+    last round_end's `acc`, else the model (result [w, b, ...] or result["w"]) evaluated on the
+    shared test set logreg_test_data(seed, test_samples)."""
+    record = _as_record(record)
+    result = record.result(node)
+    if isinstance(result, dict):
+        for key in ("accuracy", "acc"):
+            if _number(result.get(key)):
+                return float(result[key])
+    rounds = record.rounds(node)
+    if rounds and _number(rounds[-1].get("acc")):
+        return float(rounds[-1]["acc"])
+    if isinstance(result, dict) and isinstance(result.get("w"), (list, tuple)):
+        result = result["w"]
+    if isinstance(result, (list, tuple)) and len(result) >= 2 and all(map(_number, result[:2])):
+        n_test = record.args.get("test_samples", common.LOGREG_DEFAULTS["test_samples"])
+        xs, ys = common.logreg_test_data(record.seed if record.seed is not None else 1, n_test)
+        return common.logreg_accuracy(result[:2], xs, ys)
+    return None
+
+
+def check_accuracy(record, min, node=None):  # noqa: A002 - the [expect] key is `min`
+    """The model's test accuracy (the server's unless `node` is given) is at least `min`."""
+    record = _as_record(record)
+    node = record.server if node is None else node
+    acc = accuracy_of(record, node)
+    if acc is None:
+        return [Finding("accuracy", False, node, None, ">= %g" % min, None,
+                        "no accuracy: result %s" % _fmt(record.result(node)))]
+    return [Finding("accuracy", acc >= min, node, None, ">= %g" % min, acc)]
+
+
+def check_accuracy_vs_clean(record, clean, margin=0.05, node=None):
+    """Accuracy under faults >= clean accuracy - margin. `clean`: a fault-free run record,
+    its accuracy, or a list of either (several seeds: their mean)."""
+    record = _as_record(record)
+    node = record.server if node is None else node
+    cleans = clean if isinstance(clean, (list, tuple)) else [clean]
+    accs = []
+    for c in cleans:
+        accs.append(float(c) if _number(c) else accuracy_of(_as_record(c), node))
+    if not accs or any(a is None for a in accs):
+        return [Finding("accuracy_vs_clean", False, node, message="no clean accuracy")]
+    clean_acc = sum(accs) / len(accs)
+    acc = accuracy_of(record, node)
+    if acc is None:
+        return [Finding("accuracy_vs_clean", False, node, None, ">= %g" % (clean_acc - margin),
+                        None, "no accuracy under faults")]
+    return [Finding("accuracy_vs_clean", acc >= clean_acc - margin, node, None,
+                    ">= %g (clean %g - margin %g)" % (clean_acc - margin, clean_acc, margin), acc)]
+
+
+def check_aggregated(record, min=None, max=None):  # noqa: A002
+    """Clients aggregated by the server (round_end `got`) in every centralized round."""
+    record = _as_record(record)
+    server = record.server
+    rounds = record.rounds(server)
+    if not rounds:
+        return [Finding("aggregated", False, server, message="no round_end at the server")]
+    out = []
+    for e in rounds:
+        got = e.get("got")
+        count = len(got) if isinstance(got, (list, tuple)) else got
+        ok = _number(count) and (min is None or count >= min) and (max is None or count <= max)
+        if not ok:
+            out.append(Finding("aggregated", False, server, e.get("i"),
+                               "%s..%s clients" % (min, max), count))
+    if not out:
+        out.append(Finding("aggregated", True, server, None, "%s..%s clients" % (min, max),
+                           sorted({e.get("got") if not isinstance(e.get("got"), list)
+                                   else len(e["got"]) for e in rounds}, key=str)))
+    return out
+
+
+def check_skipped_rounds(record, max=0):  # noqa: A002
+    """At most `max` skipped rounds (round_end `skipped`) per node."""
+    record = _as_record(record)
+    out = []
+    for node in record.node_ids():
+        skipped = [e.get("i") for e in record.rounds(node) if e.get("skipped")]
+        out.append(Finding("skipped_rounds", len(skipped) <= max, node,
+                           skipped[0] if skipped else None, "<= %d skipped" % max, len(skipped),
+                           "skipped rounds %s" % skipped if skipped else ""))
+    return out
+
+
+def check_slot_late(record, max_ms=None):
+    """Every slot starts at most max_ms late (slot_start `late`, the node's own clock); the
+    default bound is the run's guard time."""
+    record = _as_record(record)
+    if max_ms is None:
+        max_ms = record.timing.get("guard_ms")
+    if max_ms is None:
+        return [Finding("slot_late_ms", False, message="no max_ms and no timing.guard_ms")]
+    out = []
+    for node in record.node_ids():
+        late = record.slot_lateness_ms(node)
+        if not late:
+            continue
+        slot, worst = max(late.items(), key=lambda kv: kv[1])
+        out.append(Finding("slot_late_ms", worst <= max_ms, node, slot, "<= %g ms" % max_ms,
+                           "%.3f ms" % worst, "worst slot start of %d" % len(late)))
+    return out or [Finding("slot_late_ms", False, message="no slot_start events with `late`")]
+
+
+def check_round_ms(record, p95_max=None, max=None):  # noqa: A002
+    """Round latency round_end.t - round_start.t (node's own clock): p95 and/or max per node."""
+    record = _as_record(record)
+    out = []
+    for node in record.node_ids():
+        lat = record.round_latencies_ms(node)
+        if not lat:
+            continue
+        if p95_max is not None:
+            p95 = _percentile(list(lat.values()), 95)
+            out.append(Finding("round_ms", p95 <= p95_max, node, None, "p95 <= %g ms" % p95_max,
+                               "p95 %.3f ms" % p95, "%d rounds" % len(lat)))
+        if max is not None:
+            i, worst = _max_item(lat)  # `max` is shadowed by the [expect] key
+            out.append(Finding("round_ms", worst <= max, node, i, "<= %g ms" % max,
+                               "%.3f ms" % worst, "slowest round"))
+    return out or [Finding("round_ms", False, message="no round_start/round_end pairs")]
+
+
+def _max_item(d):
+    best = None
+    for k, v in d.items():
+        if best is None or v > best[1]:
+            best = (k, v)
+    return best
+
+
+def check_heap(record, max_kb):
+    """Peak heap use (heap total - lowest free, from boot/heap events) <= max_kb on every node
+    that reports heap figures; nodes without them (CPython) are not judged."""
+    record = _as_record(record)
+    out = []
+    for node in record.node_ids():
+        stats = record.heap_peak(node)
+        if stats is None:
+            continue
+        if stats.peak_used is None:
+            out.append(Finding("heap", True, node, None, "<= %g KB used" % max_kb, None,
+                               "heap total unknown; lowest free heap %.1f KB"
+                               % (stats.min_free / 1024.0)))
+            continue
+        used_kb = stats.peak_used / 1024.0
+        out.append(Finding("heap", used_kb <= max_kb, node, None, "<= %g KB used" % max_kb,
+                           "%.1f KB" % used_kb, "lowest free %.1f KB of %.1f KB"
+                           % (stats.min_free / 1024.0, stats.total / 1024.0)))
+    return out or [Finding("heap", True, message="no node reported heap figures")]
+
+
+def check_faults_seen(record, kinds):
+    """Each fault kind was injected at least once (fault timeline)."""
+    record = _as_record(record)
+    seen = record.fault_kinds()
+    return [Finding("faults_seen", k in seen, None, None, k, sorted(seen),
+                    "" if k in seen else "fault kind %r never injected" % k) for k in kinds]
+
+
+def drop_total(record, name):
+    """Sum over nodes of a receiver counter: the `counts` field `name` where nodes report it,
+    else the number of drop events with why == name."""
+    record = _as_record(record)
+    counted = [record.counts(n) for n in record.node_ids()]
+    if any(name in c for c in counted):
+        return sum(c.get(name, 0) or 0 for c in counted)
+    return sum(1 for e in record.drops() if e.get("why") == name)
+
+
+def check_drops(record, **limits):
+    """Receiver-side counters within bounds: keys `<counter>_min` / `<counter>_max`, e.g.
+    duplicate_min=1, bad_tag_max=0 (counters of `counts` events or `drop` reasons)."""
+    record = _as_record(record)
+    out = []
+    for key, bound in sorted(limits.items()):
+        name, _, side = key.rpartition("_")
+        if side not in ("min", "max") or not name:
+            out.append(Finding("drops", False, message="bad drops key %r (want <counter>_min "
+                               "or <counter>_max)" % key))
+            continue
+        total = drop_total(record, name)
+        ok = total >= bound if side == "min" else total <= bound
+        out.append(Finding("drops", ok, None, None, "%s %s %s" % (name, ">=" if side == "min"
+                                                                  else "<=", bound), total))
+    return out
+
+
+def check_protocol(record):
+    """Upstream's proved invariants, judged from telemetry: per centralized round at most one
+    message per client at the server (and one from the server at a client); per decentralized
+    iteration at most one phase-2 reply per distinct neighbour; per TDM slot at most one message
+    per listed peer and none from unlisted ones; no iteration ends twice; every node returns."""
+    record = _as_record(record)
+    algo, n, server = record.algorithm, record.n_nodes, record.server
+    out = []
+    rejoined = {f.get("n") for f in record.faults() if f.get("kind") == "rejoin"}
+    for node in record.node_ids():
+        if algo in CENTRALIZED_KINDS:
+            limit = n - 1 if node == server else 1
+        else:
+            limit = n - 1
+        seen_i = set()
+        for e in record.rounds(node):
+            i, got = e.get("i"), e.get("got")
+            if i in seen_i and node not in rejoined:
+                out.append(Finding("protocol", False, node, i, "one round_end per iteration",
+                                   "a second one"))
+            seen_i.add(i)
+            if isinstance(got, (list, tuple)):
+                if len(set(got)) != len(got):
+                    out.append(Finding("protocol", False, node, i, "distinct senders", list(got)))
+                got = len(got)
+            if _number(got) and got > limit:
+                out.append(Finding("protocol", False, node, i, "<= %d messages" % limit, got,
+                                   "more messages than distinct peers (duplicates counted?)"))
+        peers_of = {e.get("i"): e.get("peers") for e in record.slot_starts(node)}
+        for e in record.slots(node):
+            i, got, miss = e.get("i"), e.get("got") or [], e.get("miss") or []
+            if len(set(got)) != len(got):
+                out.append(Finding("protocol", False, node, i, "one message per peer", list(got)))
+            listed = peers_of.get(i)
+            if isinstance(listed, (list, tuple)):
+                extra = sorted(set(got) - set(listed), key=str)
+                if extra:
+                    out.append(Finding("protocol", False, node, i, "peers %s" % list(listed),
+                                       list(got), "heard unlisted peers %s" % extra))
+            both = sorted(set(got) & set(miss), key=str)
+            if both:
+                out.append(Finding("protocol", False, node, i, "got and miss disjoint", both))
+    for f in check_all_return(record):
+        if not f.ok:
+            out.append(Finding("protocol", False, f.node, f.round, f.expected, f.got,
+                               "node did not return: " + f.message))
+    return out or [Finding("protocol", True, message="%d nodes, algorithm %s" % (n, algo))]
+
+
+# ------------------------------------------------------------------ evaluate a scenario's [expect]
+
+def _params(value):
+    """[expect] values are a table, true (defaults) or false (skip)."""
+    if value is False or value is None:
+        return None
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def evaluate(record, expect, oracle_values=None, clean=None) -> Report:
+    """Run a scenario's [expect] table on a run record. `oracle_values` overrides the reference
+    computed from the spec; `clean` is the fault-free record(s) for accuracy_vs_clean.
+    `protocol` (not a design.md key) defaults to on unless the run is upstream-strict, where
+    counting duplicates is the behaviour under test."""
+    record = _as_record(record)
+    expect = dict(expect or {})
+    report = Report(seed=record.seed, run=record.run_id)
+    add = report.findings.extend
+    for key, value in expect.items():
+        p = _params(value) if key != "faults_seen" else value
+        if p is None or p is False:
+            continue
+        if key == "oracle":
+            add(check_oracle(record, oracle_values, **p))
+        elif key == "all_return":
+            add(check_all_return(record))
+        elif key == "consensus":
+            add(check_consensus(record, **p))
+        elif key == "mass_conserved":
+            add(check_mass_conserved(record, **p))
+        elif key == "accuracy":
+            add(check_accuracy(record, **p))
+        elif key == "accuracy_vs_clean":
+            if clean is None:
+                add([Finding("accuracy_vs_clean", False, message="no clean run given")])
+            else:
+                add(check_accuracy_vs_clean(record, clean, **p))
+        elif key == "aggregated":
+            add(check_aggregated(record, **p))
+        elif key == "skipped_rounds":
+            add(check_skipped_rounds(record, **p))
+        elif key == "slot_late_ms":
+            add(check_slot_late(record, **p))
+        elif key == "round_ms":
+            add(check_round_ms(record, **p))
+        elif key == "heap":
+            add(check_heap(record, **p))
+        elif key == "faults_seen":
+            add(check_faults_seen(record, [value] if isinstance(value, str) else list(value)))
+        elif key == "drops":
+            add(check_drops(record, **p))
+        elif key == "protocol":
+            add(check_protocol(record))
+        else:
+            add([Finding(key, False, message="unknown [expect] key %r" % key)])
+    if "protocol" not in expect and not record.strict:
+        add(check_protocol(record))
+    return report

@@ -1,0 +1,176 @@
+"""Wire format, authentication and the deterministic generator: malformed frames on a live node,
+HMAC-SHA256 against RFC 4231, and PRNG sequences fixed once (the same on CPython and MicroPython).
+Runs under CPython and MicroPython (tests/firmware/mprun.py)."""
+import binascii
+import struct
+
+import fwkit
+from firmware.apps import common, fedmean
+from firmware.auth import Hmac
+from firmware.compat import asyncio
+from firmware.prng import XorShift32, mix
+from firmware.wire import Codec, Rejected
+
+
+def unhex(s):
+    return binascii.unhexlify(s)
+
+
+def hexs(b):
+    return binascii.hexlify(b).decode()
+
+
+# ---------------------------------------------------------------- HMAC-SHA256 (RFC 4231)
+
+def test_hmac_rfc4231_case1():
+    tag = Hmac(b"\x0b" * 20).tag(b"Hi There")
+    assert hexs(tag) == "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7", hexs(tag)
+
+
+def test_hmac_rfc4231_case2():
+    tag = Hmac(b"Jefe").tag(b"what do ya want for nothing?")
+    assert hexs(tag) == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843", hexs(tag)
+
+
+def test_hmac_rfc4231_case6_long_key():
+    tag = Hmac(b"\xaa" * 131).tag(b"Test Using Larger Than Block-Size Key - Hash Key First")
+    assert hexs(tag) == "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54", hexs(tag)
+
+
+def test_hmac_verify():
+    mac = Hmac(b"Jefe")
+    tag = mac.tag(b"abc")
+    assert mac.verify(b"abc", tag)
+    assert not mac.verify(b"abd", tag)
+    assert not mac.verify(b"abc", tag[:-1])
+    assert not mac.verify(b"abc", bytes(32))
+
+
+# ---------------------------------------------------------------- PRNG: same numbers everywhere
+
+def test_xorshift32_sequence():
+    g = XorShift32(1)
+    assert [g.next_u32() for _ in range(5)] == [270369, 67634689, 2647435461, 307599695, 2398689233]
+
+
+def test_mix_values():
+    assert mix(7, 1, 0) == 3304616259
+    assert mix(1, 2, 3) == 2034659765
+    assert mix(0) == 1268118805
+
+
+def test_fault_link_stream():
+    # the generator of the fault layer's link (seed 7, src 0, dst 1)
+    g = XorShift32(mix(7, 0, 1, 0x11))
+    assert [g.next_u32() for _ in range(4)] == [4078784661, 2029280850, 2498928237, 550822834]
+    assert XorShift32(mix(3)).random() == 0.45931685832329094
+
+
+def test_app_data_streams():
+    r = common.Rng(1, 2)
+    assert [r.u32() for _ in range(3)] == [1133848668, 893761907, 3474493574]
+    assert r.gauss() == 0.750946044921875 and r.uniform() == 0.361297607421875
+    assert common.logreg_data(1, 1, 3) == ([-3.8813629150390625, 1.761383056640625, 1.03338623046875], [0, 1, 1])
+    assert fedmean.readings(1, 3, 3) == [21.452545166015625, 20.3349609375, 23.838653564453125, 17.322509765625]
+
+
+# ---------------------------------------------------------------- codec
+
+KEY = b"k" * 16
+MSG = {"r": "run-a", "s": 1, "d": 0, "p": "cu", "i": 0, "q": 1, "v": 1.5}
+
+
+def rejected(codec, body):
+    try:
+        codec.decode(body)
+    except Rejected as e:
+        return e.why
+    return None
+
+
+def test_codec_round_trip_and_rejects():
+    c = Codec("run-a", KEY)
+    frame = c.encode(MSG)
+    assert struct.unpack(">I", frame[:4])[0] == len(frame) - 4
+    assert c.decode(frame[4:]) == MSG
+    mac = Hmac(KEY)
+    assert rejected(c, frame[4:20]) == "truncated"
+    assert rejected(c, bytes(32) + frame[36:]) == "bad_tag"
+    assert rejected(c, mac.tag(b"{nope") + b"{nope") == "bad_json"
+    assert rejected(c, mac.tag(b"[1, 2]") + b"[1, 2]") == "bad_fields"
+    other = dict(MSG)
+    other["r"] = "run-b"
+    assert rejected(c, Codec("run-b", KEY).encode(other)[4:]) == "other_run"
+    bad_phase = dict(MSG)
+    bad_phase["p"] = "zz"
+    assert rejected(c, c.encode(bad_phase)[4:]) == "bad_fields"
+    for header, why in ((struct.pack(">I", 16385), "oversize"), (struct.pack(">I", 3), "truncated")):
+        try:
+            c.body_length(header)
+            assert False, "no rejection"
+        except Rejected as e:
+            assert e.why == why
+    try:
+        c.encode({"r": "run-a", "v": "x" * 20000})
+        assert False, "oversize frame encoded"
+    except Rejected as e:
+        assert e.why == "oversize"
+
+
+# ---------------------------------------------------------------- malformed frames on a live node
+
+async def _send_and_close(addr, data):
+    """Connect (retrying until the node listens) and send raw bytes. MicroPython's open_connection
+    returns before the connect completes: a refused connect shows at the first write."""
+    for _ in range(400):
+        writer = None
+        try:
+            _, writer = await asyncio.open_connection(addr[0], addr[1])
+            writer.write(data)
+            await writer.drain()
+        except OSError:
+            if writer is not None:
+                writer.close()
+            await asyncio.sleep(0.005)
+            continue
+        await asyncio.sleep(0.01)
+        writer.close()
+        await writer.wait_closed()
+        return
+    raise AssertionError("cannot connect to %r" % (addr,))
+
+
+async def _inject(cfg):
+    addr = cfg["listen"]
+    key = unhex(cfg["key"])
+    mac = Hmac(key)
+    own = Codec(cfg["run"], key)
+    # the node drops the connection after these two
+    await _send_and_close(addr, struct.pack(">I", 16385) + b"x" * 64)             # oversize
+    await _send_and_close(addr, struct.pack(">I", 100) + b"y" * 50)               # truncated body
+    # these are dropped one by one on one connection, which stays usable
+    bad = b"{not json"
+    msg = {"r": cfg["run"], "s": 1, "d": 0, "p": "cu", "i": 0, "q": 9, "v": 99.0}
+    good = own.encode(msg)
+    other = dict(msg)
+    other["r"] = "another-run"
+    frames = [
+        struct.pack(">I", 32 + len(bad)) + mac.tag(bad) + bad,                    # bad JSON, good tag
+        good[:4] + bytes(32) + good[36:],                                         # bad tag
+        Codec("another-run", key).encode(other),                                  # another run
+    ]
+    await _send_and_close(addr, b"".join(frames))
+
+
+async def test_malformed_frames_rejected_node_keeps_working():
+    # a TDM run: its slots start 100 ms after the start barrier, the frames arrive before that
+    cfgs = fwkit.configs("w_malformed", 3, "getmeas", {"slots": 3}, timing={"start_delay_ms": 100})
+    r, _ = await asyncio.gather(fwkit.run(cfgs), _inject(cfgs[0]))
+    for i in range(3):
+        res = r.result(i)
+        assert res["slots"] == [[1.0 + p for p in res["peers"]]] * 3, (i, res)
+    c = r.counts(0)
+    assert c["rejected"] == 5, c
+    whys = sorted(e["why"] for e in r.ev(0, "drop"))
+    assert whys == ["bad_json", "bad_tag", "other_run", "oversize", "truncated"], whys
+    assert all(r.counts(i)["rejected"] == 0 for i in (1, 2))

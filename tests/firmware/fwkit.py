@@ -1,0 +1,194 @@
+"""Helpers of the firmware tests (CPython and MicroPython): run configs for n nodes on distinct
+loopback addresses, and a run of all of them on ONE event loop with telemetry collected as dicts.
+
+Addresses: 127.A.B.(k+1) for node k, one fixed port, with A, B and the port hashed from the
+test's name and the interpreter, so tests (and the two interpreters) never share an address."""
+import binascii
+
+from firmware.compat import asyncio, TimeoutError, MICROPYTHON
+from firmware.clock import LoopClock
+from firmware.entry import run_node
+from firmware.prng import mix
+from firmware.telemetry import Telemetry
+from firmware.transport import TcpTransport, new_counts
+from firmware.wire import Codec, DEFAULT_MAX_FRAME
+
+class Skip(Exception):
+    """A test that cannot run here (mprun prints SKIP, pytest skips)."""
+
+
+# Bytes of MicroPython heap one in-process node needs (node, transport, connections, telemetry
+# kept by the test), measured on the unix port: ~5 KB per node plus ~3 KB per connection pair.
+NODE_HEAP = 13000
+
+
+def need_heap(n, per_node=NODE_HEAP):
+    """Skip under MicroPython when the heap cannot hold n nodes in one process. A board runs one
+    node; the test runs them all in one interpreter (192 KB heap, ~65 KB of it taken by code)."""
+    if not MICROPYTHON:
+        return
+    import gc
+    gc.collect()
+    free = gc.mem_free()
+    if free < n * per_node:
+        raise Skip("%d nodes in one MicroPython process need ~%d KB of heap, %d KB free"
+                   % (n, n * per_node // 1024, free // 1024))
+
+
+# Telemetry kinds the tests never look at are not kept (the MicroPython heap is small).
+NOT_KEPT = ("boot", "listen", "round_start", "heap")
+
+KEY = "6b65792d6f662d7468652d746573742d72756e"  # "key-of-the-test-run"
+
+TIMING = {
+    "round_ms": 200,
+    "recv_ms": 400,
+    "quorum": 0.5,
+    "slot_ms": 40,
+    "guard_ms": 10,
+    "startup_ms": 3000,
+    "start_delay_ms": 30,
+    "linger_ms": 50,
+    "hang_report_ms": 1000,
+}
+
+
+def name_hash(name):
+    return mix(*[ord(c) for c in name + ("/micropython" if MICROPYTHON else "/cpython")])
+
+
+def net_base(name):
+    """('127.A.B.', port) for a test name."""
+    h = name_hash(name)
+    return "127.%d.%d." % (16 + h % 224, (h >> 8) & 0xFF), 30000 + (h >> 16) % 20000
+
+
+def configs(name, n, app, args=None, timing=None, faults=None, strict=False, seed=1, server=0):
+    base, port = net_base(name)
+    t = dict(TIMING)
+    t.update(timing or {})
+    cfgs = []
+    for k in range(n):
+        cfgs.append({
+            "run": "fw-" + name, "key": KEY, "node": k, "nodes": n, "server": server,
+            "listen": [base + str(k + 1), port],
+            "peers": {str(server): [base + str(server + 1), port]},
+            "app": app, "args": dict(args or {}), "timing": t, "strict": strict, "seed": seed,
+            "faults": faults or {},
+        })
+    return cfgs
+
+
+class Run:
+    def __init__(self, cfgs):
+        self.cfgs = cfgs
+        self.n = cfgs[0]["nodes"] if cfgs else 0  # cfgs may hold only some of the run's nodes
+        self.events = [[] for _ in range(self.n)]
+        self.nodes = None
+        self.timed_out = False
+        self.transports = []
+
+    def ev(self, node, kind):
+        return [e for e in self.events[node] if e["ev"] == kind]
+
+    def all_ev(self, kind):
+        out = []
+        for i in range(self.n):
+            out.extend(self.ev(i, kind))
+        return out
+
+    def result(self, node):
+        r = self.ev(node, "result")
+        return r[0]["value"] if r else None
+
+    def results(self):
+        return [self.result(i) for i in range(self.n)]
+
+    def status(self, node):
+        r = self.ev(node, "result")
+        return r[0]["status"] if r else None
+
+    def counts(self, node):
+        c = self.ev(node, "counts")
+        return c[0] if c else None
+
+    def errors(self):
+        return self.all_ev("error")
+
+
+def _keeper(events):
+    def keep(e):
+        if e["ev"] not in NOT_KEPT:
+            events.append(e)
+    return keep
+
+
+async def run(cfgs, timeout_s=10.0, expect_timeout=False):
+    """Run every node of cfgs on this event loop. Returns a Run. A run that outlives timeout_s
+    fails the test unless expect_timeout (then run.timed_out is True)."""
+    need_heap(len(cfgs))
+    r = Run(cfgs)
+    clock = LoopClock()
+    coros = []
+    for cfg in cfgs:
+        i = cfg["node"]
+        tel = Telemetry(i, clock, sink=_keeper(r.events[i]))
+        codec = Codec(cfg["run"], binascii.unhexlify(cfg["key"]), cfg.get("max_frame", DEFAULT_MAX_FRAME))
+        tr = TcpTransport(i, cfg["listen"], codec, new_counts(), tel)
+        r.transports.append(tr)
+        coros.append(run_node(cfg, tr, clock, tel))
+    try:
+        r.nodes = await asyncio.wait_for(asyncio.gather(*coros), timeout_s)
+    except TimeoutError:
+        r.timed_out = True
+    finally:
+        for tr in r.transports:
+            await tr.close()
+    if r.timed_out and not expect_timeout:
+        raise AssertionError("run did not end within %s s" % timeout_s)
+    if not r.timed_out:
+        errs = r.errors()
+        assert not errs, "node errors: %r" % (errs,)
+    return r
+
+
+def close(a, b, rel=1e-9):
+    return abs(a - b) <= rel * max(1.0, abs(a), abs(b))
+
+
+def all_close(xs, ys, rel=1e-9):
+    if len(xs) != len(ys):
+        return False
+    for a, b in zip(xs, ys):
+        if type(a) in (list, tuple):
+            if not all_close(a, b, rel):
+                return False
+        elif not close(a, b, rel):
+            return False
+    return True
+
+
+# ---------------------------------------------------------------- host oracles (fault-free)
+
+def central_avg(n, iterations, server=0, lost=()):
+    """Ex2 values; `lost` holds (client, round) pairs whose reply never reaches the server."""
+    x = [1.0 + i for i in range(n)]
+    for k in range(iterations):
+        sent = x[server]
+        for i in range(n):
+            if i != server:
+                x[i] = (x[i] + sent) / 2
+        msgs = [x[i] for i in range(n) if i != server and (i, k) not in lost]
+        x[server] = sum(msgs) / len(msgs)
+    return x
+
+
+def decentral_avg(n, iterations):
+    x = [1.0 + i for i in range(n)]
+    for _ in range(iterations):
+        new = []
+        for i in range(n):
+            msgs = [(x[i] + x[j]) / 2 for j in range(n) if j != i]
+            new.append(sum(msgs) / len(msgs))
+        x = new
+    return x
