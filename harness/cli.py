@@ -1,4 +1,4 @@
-"""Command line: `python -m harness boards | emulate N`."""
+"""Command line: `python -m harness boards | emulate N | run SCENARIO | replay RECORD`."""
 
 import argparse
 import signal
@@ -38,6 +38,43 @@ def cmd_emulate(args):
     return 0
 
 
+def cmd_run(args):
+    """Run a scenario file without pytest: every case, a summary line each, exit 1 on failure."""
+    import os
+    from harness import labfile, scenario_run
+    from harness.errors import HarnessError
+    from harness.lab import Lab
+    from harness.scenario import load_scenario
+    try:
+        scenario = load_scenario(args.scenario)
+        lab_spec = labfile.load_lab(args.lab) if args.lab else labfile.default_emulated_lab(8)
+    except HarnessError as e:
+        print(e, file=sys.stderr)
+        return 2
+    failed = 0
+    with Lab(lab_spec, os.path.abspath(os.path.join(args.report_dir, "cli-lab")), subnet_offset=args.subnet_offset) as lab:
+        for case in scenario.cases():
+            spec = scenario_run.spec_for(case, args.seed)
+            if args.backend == "virtual":
+                spec.backend = "virtual"
+            clean = None
+            if scenario_run.needs_clean_run(case.expect):
+                clean = scenario_run.execute(lab, scenario_run.clean_spec(spec), case.nodes.boards, args.hil)
+            record = scenario_run.execute(lab, spec, boards=case.nodes.boards, hil=args.hil, name=case.id)
+            report = scenario_run.analyse(record, case.expect, spec, clean=clean)
+            path = record.save(os.path.join(args.report_dir, "records", "%s-%s.json" % (scenario.path.rsplit("/", 1)[-1][:-5], case.id)))
+            print("%s %s  %s  (record: %s)" % ("PASS" if report.ok else "FAIL", case.id, report.summary().splitlines()[0], path))
+            if not report.ok:
+                failed += 1
+                print(report.summary())
+    return 1 if failed else 0
+
+
+def cmd_replay(args):
+    from harness import replay_cli
+    return replay_cli.main([args.record] + (["--out", args.out] if args.out else []))
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m harness", description="fl-hil harness")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -52,6 +89,19 @@ def build_parser():
     p.add_argument("--no-autorun", action="store_true", help="do not run main.py at boot")
     p.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for the boards to boot")
     p.set_defaults(func=cmd_emulate)
+    p = sub.add_parser("run", help="run a scenario file without pytest and check its expectations")
+    p.add_argument("scenario")
+    p.add_argument("--lab", default=None, help="lab file (default: 8 emulated boards and PC nodes)")
+    p.add_argument("--hil", action="store_true", help="run the board nodes on the lab's real boards")
+    p.add_argument("--seed", type=int, default=None, help="override the scenario's seeds")
+    p.add_argument("--backend", choices=("realtime", "virtual"), default="realtime")
+    p.add_argument("--report-dir", default="reports")
+    p.add_argument("--subnet-offset", type=int, default=4000, help="loopback /24 blocks to move the lab by")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("replay", help="replay a run record's faults in virtual time")
+    p.add_argument("record")
+    p.add_argument("--out", default=None, help="write the replay's record here")
+    p.set_defaults(func=cmd_replay)
     return parser
 
 
