@@ -4,9 +4,10 @@
 one, so encoding, authentication, the codec's checks, counting and the fault layer all run exactly
 as over TCP: frames travel as bytes (4-byte length + body) and are parsed again at the receiver.
 A frame arrives `latency_us` after it was sent, in order per (sender, receiver) link, like a TCP
-connection. Addresses are implicit (a node is reached by its id), so the transport needs no address
-table: `peers` is the network's table of attached nodes, one dict shared by all of them, and
-`start()` returns the pseudo address ("mem", id).
+connection (frames sent at one instant arrive together, in sending order). Addresses are implicit
+(a node is reached by its id), so the transport needs no address table: `peers` is the network's
+table of attached nodes, one dict shared by all of them, and `start()` returns the pseudo address
+("mem", id).
 
 CPython is what runs it (its event loop's `call_later` schedules the arrivals); the syntax stays
 MicroPython-compatible because it lives in firmware/. No module-level state: everything belongs to
@@ -14,14 +15,6 @@ a network object."""
 from firmware.compat import asyncio
 from firmware.transport import Transport, new_counts
 from firmware.wire import Rejected, HEADER
-
-
-class _Link:
-    """Frames in flight on one (sender, receiver) link, oldest first."""
-
-    def __init__(self):
-        self.frames = []
-        self.head = 0
 
 
 class MemoryNetwork:
@@ -32,7 +25,7 @@ class MemoryNetwork:
         self.latency_us = latency_us
         self.members = {}     # node id -> MemoryTransport (attached at start(), kept after close)
         self.addresses = {}   # node id -> ("mem", id): the address table every node shares
-        self._links = {}      # (src, dst) -> _Link
+        self._due = {}        # arrival instant (us) -> [(dst, frame)] in sending order
         self.sent = 0
         self.delivered = 0
         self.lost = 0
@@ -42,44 +35,38 @@ class MemoryNetwork:
         self.addresses[transport.node_id] = ("mem", transport.node_id)
 
     def send(self, src, dst, frame):
-        """Put `frame` (bytes) on the link src -> dst; it arrives after the latency."""
+        """Put `frame` (bytes) on the wire from src to dst; it arrives after the latency."""
         self.sent += 1
-        key = (src, dst)
-        link = self._links.get(key)
-        if link is None:
-            link = self._links[key] = _Link()
-        link.frames.append(frame)
-        delay_s = self.latency_us / 1e6
         loop = asyncio.get_event_loop()
-        later = getattr(loop, "call_later", None)
-        if later is not None:
-            later(delay_s, self._arrive, key)
-        else:  # an event loop without call_later (MicroPython): one small task per frame
-            asyncio.create_task(self._arrive_after(delay_s, key))
+        now = getattr(loop, "time", None)
+        # without a loop clock (MicroPython) every frame gets its own key, so its own timer
+        due = (int(now() * 1e6) if now is not None else -self.sent) + self.latency_us
+        batch = self._due.get(due)
+        if batch is None:
+            # one timer per arrival instant, not per frame: the frames sent at one instant arrive
+            # together, in the order they were sent (so in order on every link, as over TCP)
+            batch = self._due[due] = []
+            later = getattr(loop, "call_later", None)
+            if later is not None:
+                later(self.latency_us / 1e6, self._arrive, due)
+            else:  # an event loop without call_later (MicroPython): a small task
+                asyncio.create_task(self._arrive_after(self.latency_us / 1e6, due))
+        batch.append((dst, frame))
 
-    async def _arrive_after(self, delay_s, key):
+    async def _arrive_after(self, delay_s, due):
         await asyncio.sleep(delay_s)
-        self._arrive(key)
+        self._arrive(due)
 
-    def _arrive(self, key):
-        # One call per frame; each call delivers the oldest frame of the link, so frames arrive in
-        # the order they were sent whatever order the loop runs callbacks due at the same instant in.
-        link = self._links[key]
-        frame = link.frames[link.head]
-        link.frames[link.head] = None
-        link.head += 1
-        if link.head == len(link.frames):
-            link.frames = []
-            link.head = 0
-        elif link.head > 64 and link.head * 2 > len(link.frames):
-            link.frames = link.frames[link.head:]
-            link.head = 0
-        dst = self.members.get(key[1])
-        if dst is None or dst.closed:
-            self.lost += 1
-            return
-        self.delivered += 1
-        dst.receive_frame(frame)
+    def _arrive(self, due):
+        batch = self._due.pop(due)
+        members = self.members
+        for dst, frame in batch:
+            t = members.get(dst)
+            if t is None or t.closed:
+                self.lost += 1
+                continue
+            self.delivered += 1
+            t.receive_frame(frame)
 
 
 class MemoryTransport(Transport):

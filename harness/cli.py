@@ -52,7 +52,7 @@ def cmd_run(args):
         print(e, file=sys.stderr)
         return 2
     failed = 0
-    with Lab(lab_spec, os.path.abspath(os.path.join(args.report_dir, "cli-lab")), subnet_offset=args.subnet_offset) as lab:
+    with Lab(lab_spec, os.path.abspath(os.path.join(args.report_dir, "cli-lab"))) as lab:
         for case in scenario.cases():
             spec = scenario_run.spec_for(case, args.seed)
             if args.backend == "virtual":
@@ -96,7 +96,6 @@ def build_parser():
     p.add_argument("--seed", type=int, default=None, help="override the scenario's seeds")
     p.add_argument("--backend", choices=("realtime", "virtual"), default="realtime")
     p.add_argument("--report-dir", default="reports")
-    p.add_argument("--subnet-offset", type=int, default=4000, help="loopback /24 blocks to move the lab by")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("replay", help="replay a run record's faults in virtual time")
     p.add_argument("record")

@@ -123,8 +123,17 @@ def fault_plan_spec(nodes: int | None = None) -> Table:
         "ppm": optional(Float(-1e6, 1e6, min_open=True, max_open=True), 0.0),
         "offset_ms": optional(Float(), 0.0),
     })
+    scripted = Table({
+        "src": required(node),
+        "dst": required(node),
+        "p": required(Str(choices=("cd", "cu", "d1", "d2", "t"))),
+        "i": required(Int(0, expected="an iteration or slot >= 0")),
+        "kind": required(Str(choices=("loss", "burst_loss", "partition", "delay", "dup", "reorder"))),
+        "ms": Float(0),
+    })
     return Table({
         "seed": Int(0, SEED_MAX),
+        "script": optional(ListOf(scripted, expected="an array of tables [[faults.script]]"), []),
         "links": optional(ListOf(link, expected="an array of tables [[faults.links]]"), []),
         "partitions": optional(ListOf(partition, expected="an array of tables [[faults.partitions]]"), []),
         "dropouts": optional(ListOf(dropout, expected="an array of tables [[faults.dropouts]]"), []),
@@ -165,6 +174,7 @@ def fault_kinds(plan: Any) -> tuple[str, ...]:
         ] if active)
     if plan["partitions"]:
         found.add("partition")
+    found.update(entry["kind"] if entry["kind"] != "partition" else "partition" for entry in plan["script"])
     if plan["dropouts"]:
         found.add("dropout")
     if any("down" in d for d in plan["dropouts"]):

@@ -45,6 +45,22 @@ class BoardLock:
             self._f.close()
 
 
+def reserve_subnet_blocks(subnet, count=2, first=1, limit=4000):
+    """Reserve `count` consecutive /24 blocks above `subnet` for this lab, host-wide: a lock
+    file per block, held while the lab lives, so concurrent sessions never bind the same
+    addresses (xdist workers, a developer's run beside CI's, pytest inside pytest)."""
+    os.makedirs(LOCK_DIR, exist_ok=True)
+    for offset in range(first, limit, count):
+        f = open(os.path.join(LOCK_DIR, "subnet-%s-%d.lock" % (subnet.replace("/", "_"), offset)), "w")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            continue
+        return offset, f
+    raise LabError("no free loopback block above %s (%d in use)" % (subnet, limit))
+
+
 def _subnet_hosts(subnet, offset):
     """Addresses of `subnet` moved `offset` /24 blocks up, inside 127.0.0.0/8."""
     net = ipaddress.ip_network(subnet, strict=False)
@@ -58,10 +74,13 @@ def _subnet_hosts(subnet, offset):
 class Lab:
     """`spec` is a harness.labfile.Lab. Use as a context manager; close() reaps everything."""
 
-    def __init__(self, spec, workdir, subnet_offset=0):
+    def __init__(self, spec, workdir, subnet_offset=None):
         self.spec = spec
         self.workdir = workdir
         os.makedirs(workdir, exist_ok=True)
+        self._subnet_lock = None
+        if subnet_offset is None:
+            subnet_offset, self._subnet_lock = reserve_subnet_blocks(spec.emulated.subnet)
         self._emu_addresses = _subnet_hosts(spec.emulated.subnet, subnet_offset)
         self._subnet_offset = subnet_offset
         self.emulated = []
@@ -180,6 +199,9 @@ class Lab:
         for lock in self._locks:
             lock.release()
         self._locks = []
+        if self._subnet_lock is not None:
+            self._subnet_lock.close()  # closing the file releases its lock
+            self._subnet_lock = None
 
     def __enter__(self):
         return self

@@ -95,32 +95,6 @@ def getmeas_expected(node, peers):
     return [1.0 + p for p in peers]
 
 
-def getmeas_final(n, peers=None):
-    """Every node asks `peers[node]` (default: all other nodes, ascending)."""
-    out = []
-    for i in range(n):
-        asked = peers[i] if peers is not None else [j for j in range(n) if j != i]
-        out.append(getmeas_expected(i, asked))
-    return out
-
-
-# ------------------------------------------------------------------ ex1: federated mean
-
-FEDMEAN_THRESHOLD = 20.83
-FEDMEAN_READING = 20.0
-FEDMEAN_HIGH_READING = 21.39  # the last node's reading, the only one above the threshold
-
-
-def fedmean_final(n, server=0):
-    """One centralized round: clients answer 1.0 if their reading exceeds the server's
-    threshold, the server averages. Clients keep their answer."""
-    readings = [FEDMEAN_HIGH_READING if i == n - 1 else FEDMEAN_READING for i in range(n)]
-    answers = [1.0 if readings[i] > FEDMEAN_THRESHOLD else 0.0 for i in range(n)]
-    final = [answers[i] if i != server else None for i in range(n)]
-    final[server] = _mean([answers[i] for i in range(n) if i != server])
-    return final
-
-
 # ------------------------------------------------------------------ ex4: federated logistic regression
 
 def logreg_fedavg(n, seed, iterations=None, epochs=None, lr=None, samples=None,
@@ -213,12 +187,19 @@ def oracle_for(algorithm, n, args=None, seed=None, server=0):
         rounds = odts_rounds(n, int(args.get("blocks", 1)), int(args.get("slots", 1)))
         return {"final": rounds[-1], "rounds": rounds}
     if algorithm == "getmeas":
-        peers = args.get("peers")
-        if isinstance(peers, dict):
-            peers = [peers.get(str(i), peers.get(i)) for i in range(n)]
-        return {"final": getmeas_final(n, peers), "rounds": None}
+        # the app's own topology function decides the peers: one implementation for both sides
+        from firmware.apps.getmeas import neighbours
+        topology, slots = args.get("topology", "complete"), int(args.get("slots", 1))
+        final = []
+        for i in range(n):
+            peers = neighbours(topology, n, i)
+            final.append({"peers": peers, "slots": [getmeas_expected(i, peers)] * slots})
+        return {"final": final, "rounds": None}
     if algorithm == "fedmean":
-        return {"final": fedmean_final(n, server), "rounds": None}
+        from firmware.apps import fedmean
+        kw = dict((k, args[k]) for k in ("iterations", "threshold", "samples") if k in args)
+        return {"final": fedmean.oracle(n, seed if seed is not None else 1, server=server, **kw),
+                "rounds": None}
     if algorithm == "logreg":
         run = logreg_fedavg(n, seed if seed is not None else 1,
                             iterations=args.get("iterations"), epochs=args.get("epochs"),

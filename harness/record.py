@@ -14,7 +14,7 @@ CENTRALIZED_KINDS = ("centralized", "logreg", "fedmean")
 # Apps named in firmware/apps/ and the algorithm they implement, for records whose spec lacks
 # an explicit algorithm.
 APP_ALGORITHMS = {
-    "central_avg": "centralized", "decent_avg": "decentralized", "odts": "tdm",
+    "central_avg": "centralized", "decentral_avg": "decentralized", "odts": "tdm",
     "getmeas": "getmeas", "logreg": "logreg", "fedmean": "fedmean", "fed_mean": "fedmean",
 }
 

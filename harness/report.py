@@ -202,7 +202,7 @@ def attach_to_allure(record, report=None, logs=None, secrets=(), workdir=None) -
                 continue
             allure.attach.file(str(png), name=name, attachment_type=kind.PNG)
     text(fault_timeline_csv(record), "fault timeline", kind.CSV)
-    text(timing_table(record), "timing", kind.TEXT)
+    text(timing_table(record), "timing table", kind.TEXT)
     if report is not None:
         text(report.summary() if hasattr(report, "summary") else str(report), "findings", kind.TEXT)
     text(record.to_json(), "run record", kind.JSON)

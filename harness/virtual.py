@@ -317,14 +317,15 @@ def run_virtual(spec, deadline_s=None, max_wall_s=None, keep_events=True, latenc
     """Run `spec` (a dict shaped like a run config, or a harness.runner.RunSpec) in virtual time.
 
     Spec keys: app or algorithm, nodes (count, or {count, server}), server, args, timing, faults,
-    seed, strict; optional run, key, max_frame, latency_us, deadline_s (virtual), max_wall_s.
+    seed, strict; optional run, key, max_frame, latency_us, deadline_s (virtual; a RunSpec's
+    run_deadline_s is read too), max_wall_s.
     Returns a run record (design.md) with backend "virtual", `trace` (every event in emission
     order), `trace_hash` (sha256 of the trace's canonical JSON) and `virtual` (end time, stop
     reason, frame counts, wall seconds). `keep_events=False` keeps only fault, drop, error, result
     and counts events (large runs)."""
     spec = _spec_dict(spec)
     if deadline_s is None:
-        deadline_s = spec.get("deadline_s") or default_deadline_s(spec)
+        deadline_s = spec.get("deadline_s") or spec.get("run_deadline_s") or default_deadline_s(spec)
     if max_wall_s is None:
         max_wall_s = spec.get("max_wall_s") or DEFAULT_MAX_WALL_S
     if latency_us is None:

@@ -111,7 +111,7 @@ def test_codec_round_trip_and_rejects():
         except Rejected as e:
             assert e.why == why
     try:
-        c.encode({"r": "run-a", "v": "x" * 20000})
+        Codec("run-a", KEY, max_frame=256).encode({"r": "run-a", "v": "x" * 300})
         assert False, "oversize frame encoded"
     except Rejected as e:
         assert e.why == "oversize"

@@ -2,7 +2,8 @@
 loopback addresses, and a run of all of them on ONE event loop with telemetry collected as dicts.
 
 Addresses: 127.A.B.(k+1) for node k, one fixed port, with A, B and the port hashed from the
-test's name and the interpreter, so tests (and the two interpreters) never share an address."""
+test's name, the interpreter and a per-process nonce, so tests (the two interpreters, two copies of
+the suite) do not share an address."""
 import binascii
 
 from firmware.compat import asyncio, TimeoutError, MICROPYTHON
@@ -44,7 +45,9 @@ TIMING = {
     "round_ms": 200,
     "recv_ms": 400,
     "quorum": 0.5,
-    "slot_ms": 40,
+    # clients start their slots later than the server by the start barrier's go latency (a new
+    # connection each): a wide receive window keeps TDM tests steady on a loaded machine
+    "slot_ms": 80,
     "guard_ms": 10,
     "startup_ms": 3000,
     "start_delay_ms": 30,
@@ -53,8 +56,18 @@ TIMING = {
 }
 
 
+def _nonce():
+    import os
+    b = os.urandom(4)
+    return b[0] | b[1] << 8 | b[2] << 16 | b[3] << 24
+
+
+# one per process: two processes running the same test at once get different addresses
+NONCE = _nonce()
+
+
 def name_hash(name):
-    return mix(*[ord(c) for c in name + ("/micropython" if MICROPYTHON else "/cpython")])
+    return mix(NONCE, *[ord(c) for c in name + ("/micropython" if MICROPYTHON else "/cpython")])
 
 
 def net_base(name):

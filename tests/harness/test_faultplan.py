@@ -31,7 +31,7 @@ def test_builder_example_from_the_brief_normalises():
 
 def test_empty_plan_has_every_list_and_kind_none():
     assert normalise_fault_plan({}) == {"links": [], "partitions": [], "dropouts": [],
-                                        "slot_jitter": [], "clock_skew": []}
+                                        "slot_jitter": [], "clock_skew": [], "script": []}
     assert normalise_fault_plan(None) == normalise_fault_plan({})
     assert FaultPlan().kinds() == ("none",)
 

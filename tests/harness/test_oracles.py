@@ -113,16 +113,24 @@ def test_odts_blocks_repeat_schedule_and_keep_state():
 
 def test_getmeas():
     assert oracles.getmeas_expected(2, [0, 3, 1]) == [1.0, 4.0, 2.0]
-    assert oracles.getmeas_final(3) == [[2.0, 3.0], [1.0, 3.0], [1.0, 2.0]]
-    assert oracles.oracle_for("getmeas", 3, {"peers": {"0": [1], "1": [0], "2": []}})["final"] \
-        == [[2.0], [1.0], []]
+    final = oracles.oracle_for("getmeas", 4, {"topology": "ring", "slots": 2})["final"]
+    assert final[0] == {"peers": [1, 3], "slots": [[2.0, 4.0], [2.0, 4.0]]}
+    star = oracles.oracle_for("getmeas", 3, {"topology": "star"})["final"]
+    assert star[0]["slots"] == [[2.0, 3.0]] and star[2] == {"peers": [0], "slots": [[1.0]]}
 
 
 @pytest.mark.parametrize("n", [2, 3, 5])
-def test_fedmean(n):
-    final = oracles.fedmean_final(n)
-    assert final[0] == 1.0 / (n - 1)
-    assert final[n - 1] == 1.0 and all(v == 0.0 for v in final[1:n - 1])
+def test_fedmean_threshold_is_the_mean_of_the_samples_above_it(n):
+    """The server's final threshold is the global mean of the clients' samples above the
+    previous threshold: recompute it from the raw readings."""
+    from firmware.apps import fedmean
+    final = oracles.oracle_for("fedmean", n, {"iterations": 2}, seed=3)["final"]
+    data = [fedmean.readings(i, 3, 8) for i in range(1, n)]
+    t = 0.0
+    for _ in range(2):
+        above = [x for xs in data for x in xs if x > t]
+        t = sum(above) / len(above) if above else t
+    assert final[0] == pytest.approx(t, rel=1e-12)
 
 
 # ------------------------------------------------------------------ theory

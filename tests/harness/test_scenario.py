@@ -95,7 +95,7 @@ def test_defaults(tmp_path):
     assert s.nodes == Nodes(count=4, boards=4, server=0)  # boards default: all
     assert s.args == {} and s.timing == {} and s.expect == {}
     assert s.faults == {"links": [], "partitions": [], "dropouts": [], "slot_jitter": [],
-                        "clock_skew": []}
+                        "clock_skew": [], "script": []}
 
 
 @pytest.mark.parametrize("algorithm, app", sorted(ALGORITHM_APPS.items()))
