@@ -1,6 +1,5 @@
 """The few places where MicroPython and CPython differ, in one module."""
 import sys
-import time
 
 try:
     import asyncio

@@ -313,7 +313,7 @@ class Node:
             self._raise_floor("cd", k)
             got_round = [None]
 
-            def arrived(_):
+            def arrived(_, got_round=got_round, k=k):
                 got_round[0] = self._lowest("cd", k)
                 return got_round[0] is not None
 

@@ -2,7 +2,7 @@
 authentication, counting, delivery); `TcpTransport` implements it on asyncio streams with one
 persistent connection per peer and direction. The in-memory transport lives in `memnet.py`."""
 from firmware.compat import asyncio, MICROPYTHON, TimeoutError
-from firmware.wire import Codec, Rejected, HEADER
+from firmware.wire import Rejected, HEADER
 
 COUNTERS = ("sent", "recv", "drop_fault", "duplicate", "stale", "rejected", "overflow")
 

@@ -56,7 +56,7 @@ class Codec:
         try:
             msg = json.loads(data)
         except (ValueError, UnicodeError) as e:
-            raise Rejected("bad_json", str(e))
+            raise Rejected("bad_json", str(e)) from None
         if type(msg) is not dict:
             raise Rejected("bad_fields", "not an object")
         for k in ("r", "s", "p", "i"):

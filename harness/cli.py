@@ -52,7 +52,8 @@ def cmd_run(args):
         print(e, file=sys.stderr)
         return 2
     failed = 0
-    with Lab(lab_spec, os.path.abspath(os.path.join(args.report_dir, "cli-lab"))) as lab:
+    workdir = os.path.abspath(os.path.join(args.report_dir, "cli-lab"))
+    with Lab(lab_spec, workdir) as lab:
         for case in scenario.cases():
             spec = scenario_run.spec_for(case, args.seed)
             if args.backend == "virtual":
@@ -62,8 +63,10 @@ def cmd_run(args):
                 clean = scenario_run.execute(lab, scenario_run.clean_spec(spec), case.nodes.boards, args.hil)
             record = scenario_run.execute(lab, spec, boards=case.nodes.boards, hil=args.hil, name=case.id)
             report = scenario_run.analyse(record, case.expect, spec, clean=clean)
-            path = record.save(os.path.join(args.report_dir, "records", "%s-%s.json" % (scenario.path.rsplit("/", 1)[-1][:-5], case.id)))
-            print("%s %s  %s  (record: %s)" % ("PASS" if report.ok else "FAIL", case.id, report.summary().splitlines()[0], path))
+            stem = os.path.splitext(os.path.basename(scenario.path))[0]
+            path = record.save(os.path.join(args.report_dir, "records", "%s-%s.json" % (stem, case.id)))
+            verdict = "PASS" if report.ok else "FAIL"
+            print("%s %s  %s  (record: %s)" % (verdict, case.id, report.summary().splitlines()[0], path))
             if not report.ok:
                 failed += 1
                 print(report.summary())

@@ -106,7 +106,7 @@ def generate(results_dirs, output=None, history=None, config=CONFIG, name=None, 
         proc = subprocess.run(cmd, cwd=str(root), env=env, capture_output=True, text=True,
                               timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        raise HarnessError("allure generate did not finish within %ds: %s" % (timeout, " ".join(cmd)))
+        raise HarnessError("allure generate did not finish within %ds: %s" % (timeout, " ".join(cmd))) from None
     output_text = _ANSI.sub("", (proc.stdout or "") + (proc.stderr or "")).strip()
     if proc.returncode != 0 or not (out / "index.html").exists():
         raise HarnessError("allure generate failed (exit %s): %s\n%s"

@@ -36,7 +36,7 @@ class BoardLock:
             except BlockingIOError:
                 if time.monotonic() > end:
                     self._f.close()
-                    raise LabError("board %s is in use by another run (lock %s)" % (key, self.path))
+                    raise LabError("board %s is in use by another run (lock %s)" % (key, self.path)) from None
                 time.sleep(0.2)
 
     def release(self):

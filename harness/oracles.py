@@ -16,7 +16,7 @@ from firmware.apps.common import odts_schedule  # re-exported: the firmware uses
 __all__ = [
     "initial_values", "centralized_rounds", "centralized_final", "decentralized_rounds",
     "decentralized_final", "odts_schedule", "odts_rounds", "odts_final", "getmeas_expected",
-    "getmeas_final", "fedmean_final", "logreg_fedavg", "consensus_rate", "rounds_to_eps",
+    "logreg_fedavg", "consensus_rate", "rounds_to_eps",
     "oracle_for",
 ]
 

@@ -275,7 +275,7 @@ def _scenario_spec(count: int | None) -> Table:
 def _check_param_paths(params: dict, spec: Spec, doc: dict, at: At) -> None:
     """Each [params] key must be a dotted path to a key the scenario can have."""
     parsed = {}
-    for text, values in params.items():
+    for text in params:
         here = at / text
         try:
             parts = parse_key_path(text)

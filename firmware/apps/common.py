@@ -7,7 +7,7 @@
 
 import math
 
-from firmware.prng import MASK as MASK32, XorShift32, mix
+from firmware.prng import XorShift32, mix
 
 
 # ---------------------------------------------------------------- xorshift32 PRNG

@@ -9,7 +9,7 @@ import sys
 import fwkit
 from firmware import entry
 from firmware.clock import LoopClock
-from firmware.compat import asyncio, MICROPYTHON
+from firmware.compat import asyncio
 from firmware.telemetry import Telemetry
 
 

@@ -107,12 +107,12 @@ def test_codec_round_trip_and_rejects():
     for header, why in ((struct.pack(">I", 16385), "oversize"), (struct.pack(">I", 3), "truncated")):
         try:
             c.body_length(header)
-            assert False, "no rejection"
+            raise AssertionError("no rejection")
         except Rejected as e:
             assert e.why == why
     try:
         Codec("run-a", KEY, max_frame=256).encode({"r": "run-a", "v": "x" * 300})
-        assert False, "oversize frame encoded"
+        raise AssertionError("oversize frame encoded")
     except Rejected as e:
         assert e.why == "oversize"
 

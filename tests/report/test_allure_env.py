@@ -65,7 +65,10 @@ def _raise(exc):
     return go
 
 
-HUNG = _record([("timeout", None), ("ok", None)], hang={"node": 0, "phase": "run", "waiting": {"p": "cu", "i": 3, "on": [1]}})
+ADDRESS_IN_USE = ("OSError: [Errno 98] error while attempting to bind on address ('127.77.1.2', 6000): "
+                  "address already in use")
+HUNG = _record([("timeout", None), ("ok", None)],
+               hang={"node": 0, "phase": "run", "waiting": {"p": "cu", "i": 3, "on": [1]}})
 CASES = {
     "hung node": (_expectations(HUNG, {"all_return": True, "oracle": True}, oracle_values=[1.0, 1.0]),
                   "Hang or deadline"),
@@ -76,8 +79,7 @@ CASES = {
                                      {"skipped_rounds": {"max": 0}}), "Hang or deadline"),
     "node could not start": (_expectations(_record([("ok", None), ("error", "could not start on emu3: BoardError")]),
                                            {"all_return": True}), "Infrastructure"),
-    "address in use": (_expectations(_record([("ok", None), ("error", "OSError: [Errno 98] error while attempting "
-                                                             "to bind on address ('127.77.1.2', 6000): address already in use")]),
+    "address in use": (_expectations(_record([("ok", None), ("error", ADDRESS_IN_USE)]),
                                      {"all_return": True}), "Infrastructure"),
     "wrong values": (_expectations(_record([("ok", None), ("ok", None)]), {"oracle": True}, oracle_values=[1.5, 1.5]),
                      "Divergence"),
@@ -145,7 +147,8 @@ def test_allurerc_reads_the_same_categories():
     text = (ROOT / "allurerc.mjs").read_text(encoding="utf-8")
     assert '"fixtures", "allure_categories.json"' in text
     assert "historyPath" in text
-    assert {c["name"] for c in allure_env.categories()} == {"Infrastructure", "Hang or deadline", "Divergence", "Timing"}
+    names = {c["name"] for c in allure_env.categories()}
+    assert names == {"Infrastructure", "Hang or deadline", "Divergence", "Timing"}
 
 
 # ------------------------------------------------------------------ environment and executor
@@ -227,7 +230,8 @@ def test_session_writes_metadata_next_to_results(tmp_path):
     scenarios.mkdir()
     shutil.copy(ROOT / "scenarios" / "centralized" / "clean.toml", scenarios / "clean.toml")
     installed = any(ep.value == "fixtures.plugin" for ep in entry_points(group="pytest11"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_CURRENT", "PYTEST_ADDOPTS"))}
+    skip = ("PYTEST_XDIST", "PYTEST_CURRENT", "PYTEST_ADDOPTS")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
     cmd = [sys.executable, "-m", "pytest", str(scenarios), "-c", str(ROOT / "pyproject.toml"),
            "--rootdir", str(tmp_path), *([] if installed else ["-p", "fixtures.plugin"]),
            "-m", "sim", "--backend", "virtual", "--flhil-seed", "3", "--alluredir", str(tmp_path / "results"),

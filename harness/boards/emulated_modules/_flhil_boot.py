@@ -2,11 +2,15 @@
 # argv: flash dir, control dir, loopback IP, board number, mode ("friendly" runs main.py like a
 # board after reset; "raw" is a soft reset from the raw REPL, which skips main.py).
 def _flhil_boot():
-    import sys, os
+    import sys
+    import os
     shims = sys.argv[0].rsplit("/", 1)[0]
     flash, ctl, ip, num, mode = sys.argv[1:6]
     sys.path[:] = [shims]
-    import machine, network, rp2  # the files shadow the unix port's built-in machine
+    # imported now, while sys.path holds only the shims: the files shadow the unix port's built-ins
+    import machine  # noqa: F401
+    import network  # noqa: F401
+    import rp2  # noqa: F401
     import _flhil_os
     _flhil_os.install(flash)
     del sys.modules["_flhil_os"]
