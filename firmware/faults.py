@@ -111,6 +111,13 @@ class FaultyTransport:
                 return True
         return False
 
+    def broadcast(self, dsts, msg):
+        if msg.get("p") in EXEMPT_PHASES:
+            self.inner.broadcast(dsts, msg)
+            return
+        for dst in dsts:  # every link draws its own faults
+            self.send(dst, msg)
+
     def send(self, dst, msg):
         if msg.get("p") in EXEMPT_PHASES:
             self.inner.send(dst, msg)

@@ -26,6 +26,7 @@ TIMING_DEFAULTS = {
     "hang_report_ms": 2000,  # a wait longer than this is reported as `waiting`
 }
 MAX_BUFFERED_KEYS = 256
+MAX_REPORT_US = 10000000  # a long wait is reported at least every 10 s, so a host sees it alive
 
 
 class Node:
@@ -56,7 +57,9 @@ class Node:
             transport.counts = self.counts
             transport.tel = self.tel
         # False for a transport that reaches peers by id (memnet): the go then carries no table
-        self._needs_table = getattr(transport, "needs_table", True)
+        # nor when the run config already holds every node's address (the harness knows them)
+        self._needs_table = getattr(transport, "needs_table", True) and \
+            len(cfg.get("peers") or {}) < self.n
         if has_link_faults(self.plan):
             transport = FaultyTransport(transport, self.plan, self.id, self.seed, clock, self.tel, self.counts)
         self.net = transport
@@ -99,6 +102,14 @@ class Node:
         self._seq += 1
         self.net.send(dst, {"r": self.cfg.get("run", ""), "s": self.id, "d": dst, "p": phase,
                             "i": i, "q": self._seq, "v": value})
+
+    def _broadcast(self, dsts, phase, i, value):
+        """One message to many peers; `d` is -1, receivers file by sender, phase and iteration."""
+        if self.down or not dsts:
+            return
+        self._seq += 1
+        self.net.broadcast(dsts, {"r": self.cfg.get("run", ""), "s": self.id, "d": -1, "p": phase,
+                                  "i": i, "q": self._seq, "v": value})
 
     def _on_msg(self, msg):
         p, i, src = msg["p"], msg["i"], msg["s"]
@@ -155,7 +166,7 @@ class Node:
             now = self.clock.now_us()
             if now >= next_report:
                 self.tel.emit("waiting", p=phase, i=i, on=waiting_on(got), ms=(now - t_begin) // 1000)
-                report_us *= 2
+                report_us = min(report_us * 2, MAX_REPORT_US)  # below a serial line timeout
                 next_report = now + report_us
 
     def _deadline(self, start_us, ms):
@@ -185,8 +196,7 @@ class Node:
                 self.net.set_peers(table)
                 go["peers"] = table
             self.t0 = self.clock.now_us() + delay_us
-            for j in got:
-                self._send(j, "go", 0, go)
+            self._broadcast(list(got), "go", 0, go)
             missing = [j for j in others if j not in got]
         else:
             self._send(self.server, "hello", 0, list(addr))
@@ -281,8 +291,7 @@ class Node:
                 self._round_end(k, 0, need, True, data, down=True)
                 continue
             self._raise_floor("cu", k)
-            for c in clients:
-                self._send(c, "cd", k, data)
+            self._broadcast(clients, "cd", k, data)
             got = await self._await("cu", k, lambda g: len(g) >= len(clients),
                                     self._deadline(start, self.timing["round_ms"]),
                                     lambda g: [c for c in clients if c not in g])

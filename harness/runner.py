@@ -60,11 +60,14 @@ def node_configs(spec, nodes, run_id=None, key=None, wifi=None):
     """One run config (design.md) per node; node i runs on nodes[i]."""
     run_id = run_id or "r-" + secrets.token_hex(4)
     key = key or secrets.token_hex(16)
-    server_addr = [nodes[spec.server].address, DEFAULT_PORT]
+    # every address known in advance goes into the config, so the start barrier's go message
+    # stays small (a server with 63 clients cannot send 63 copies of a table on a 192 KB heap);
+    # a board that learns its address at boot (DHCP) is announced at the barrier instead
+    peers = {str(j): [n.address, DEFAULT_PORT] for j, n in enumerate(nodes) if n.address not in (None, "auto")}
     configs = []
     for i, node in enumerate(nodes):
         cfg = {"run": run_id, "key": key, "node": i, "nodes": spec.nodes, "server": spec.server,
-               "listen": [node.address, DEFAULT_PORT], "peers": {str(spec.server): server_addr},
+               "listen": [node.address, DEFAULT_PORT], "peers": peers,
                "app": spec.app, "args": spec.args, "timing": spec.timing, "strict": spec.strict,
                "seed": spec.seed, "faults": spec.faults}
         if wifi and node.kind == "serial":
