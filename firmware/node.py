@@ -247,7 +247,9 @@ class Node:
             self.status = "crashed"
         return state
 
-    def _rejoined(self, step):
+    def rejoined(self, step):
+        """True at the step where this node comes back from a planned dropout: a restarted node
+        has lost its RAM, so an app that keeps its own state (as ODTS does) resets it here."""
         for d in self._dropouts:
             if d.get("down") is not None and step == d["at"] + d["down"]:
                 return True
@@ -282,7 +284,7 @@ class Node:
             state = self._dropout_state(k)
             if state == "dead":
                 return None
-            if self._rejoined(k):
+            if self.rejoined(k):
                 data = initial
             start = self.clock.now_us()
             self.tel.emit("round_start", i=k)
@@ -310,7 +312,7 @@ class Node:
             state = self._dropout_state(k)
             if state == "dead":
                 return None
-            if self._rejoined(k):
+            if self.rejoined(k):
                 data = initial
             start = self.clock.now_us()
             self.tel.emit("round_start", i=k)
@@ -362,7 +364,7 @@ class Node:
             state = self._dropout_state(k)
             if state == "dead":
                 return None
-            if self._rejoined(k):
+            if self.rejoined(k):
                 data = initial
             start = self.clock.now_us()
             self.tel.emit("round_start", i=k)

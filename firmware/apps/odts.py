@@ -23,7 +23,7 @@ async def run(node, args):
                 val = await node.get1Meas(peer, odata)
             if node.status == "crashed":
                 return None
-            if node._rejoined(node.slot - 1):
+            if node.rejoined(node.slot - 1):
                 state = odata
             if val is not None and peer is not None:
                 state = odts_update(state, val)
