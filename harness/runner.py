@@ -119,13 +119,16 @@ def _hang_info(index, events, phase):
     return {"node": index, "phase": phase, "last_event": last}
 
 
-def node_summary(kind, name, events, error=None, timed_out=False):
-    """The record entry of one node from its events."""
-    result = next((e for e in reversed(events) if e.get("ev") == "result"), None)
+def node_summary(kind, name, events, error=None, timed_out=False, result=None):
+    """The record entry of one node from its events. `error` is what the host saw go wrong (a
+    board driver that raised, a node task that crashed); `result` the node's result event when
+    the caller kept it apart from `events`."""
+    if result is None:
+        result = next((e for e in reversed(events) if e.get("ev") == "result"), None)
     errors = [e for e in events if e.get("ev") == "error"]
     if result is not None:
         status = result.get("status", "ok")
-    elif errors:
+    elif errors or error:
         status = "error"
     elif timed_out:
         status = "timeout"

@@ -30,6 +30,7 @@ from firmware.memnet import MemoryNetwork, MemoryTransport
 from firmware.telemetry import Telemetry
 from firmware.transport import new_counts
 from firmware.wire import Codec, DEFAULT_MAX_FRAME
+from harness.runner import node_summary
 
 # algorithm -> default app (as the scenario loader)
 ALGORITHM_APPS = {"centralized": "central_avg", "decentralized": "decentral_avg", "tdm": "odts",
@@ -288,23 +289,6 @@ async def _main(loop, configs, network, collector, deadline_s):
     return reason, t_end_us, unfinished, crashed
 
 
-def _node_entry(i, events, result_ev, timed_out, harness_error):
-    errors = [e for e in events if e.get("ev") == "error"]
-    if result_ev is not None:
-        status = result_ev.get("status", "ok")
-    elif errors or harness_error:
-        status = "error"
-    elif timed_out:
-        status = "timeout"
-    else:
-        status = "missing"
-    if errors and status == "ok":
-        status = "error"
-    return {"kind": "virtual", "board": "mem%d" % i, "events": events,
-            "result": None if result_ev is None else result_ev.get("value"), "status": status,
-            "error": harness_error or (errors[-1].get("msg") if errors else None)}
-
-
 def canonical_json(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=True)
 
@@ -352,7 +336,8 @@ def run_virtual(spec, deadline_s=None, max_wall_s=None, keep_events=True, latenc
     errors = []
     for i in range(n):
         timed_out = i in unfinished
-        entry = _node_entry(i, collector.events[i], collector.result[i], timed_out, crashed.get(i))
+        entry = node_summary("virtual", "mem%d" % i, collector.events[i], crashed.get(i), timed_out,
+                             result=collector.result[i])
         if timed_out:
             entry["waiting"] = _waited_for(collector.last_wait[i], collector.last[i])
             if hang is None:
