@@ -35,17 +35,7 @@ for p in (HERE, ROOT):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-MICROPYTHON = sys.implementation.name == "micropython"
-
-
-def format_exc(e):
-    if MICROPYTHON:
-        import io
-        buf = io.StringIO()
-        sys.print_exception(e, buf)
-        return buf.getvalue()
-    import traceback
-    return "".join(traceback.format_exception(type(e), e, e.__traceback__))
+from firmware.compat import MICROPYTHON, format_exception  # noqa: E402 - needs ROOT on sys.path
 
 
 def is_coroutine_function(fn):
@@ -102,7 +92,7 @@ def main(argv):
                     print("SKIP %s: %s" % (full, e))
                     continue
                 failed += 1
-                print("FAIL %s: %s" % (full, format_exc(e)))
+                print("FAIL %s: %s" % (full, format_exception(e)))
             else:
                 passed += 1
                 print("PASS " + full)
