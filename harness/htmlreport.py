@@ -20,9 +20,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from harness import REPO
 from harness.errors import HarnessError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(REPO)
 CONFIG = ROOT / "allurerc.mjs"
 DEFAULT_OUTPUT = ROOT / "reports" / "allure-report"
 DEFAULT_HISTORY = ROOT / "reports" / "history.jsonl"

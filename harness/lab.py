@@ -9,11 +9,10 @@ import os
 import tempfile
 import time
 
-from harness import runner
+from harness import FIRMWARE_DIR, runner
 from harness.boards.pc import PcNode
 from harness.errors import HarnessError
 
-FIRMWARE_DIR = os.path.join(runner.__file__.rsplit(os.sep, 2)[0], "firmware")
 LOCK_DIR = os.path.join(tempfile.gettempdir(), "flhil-locks")
 
 

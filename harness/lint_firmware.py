@@ -7,7 +7,8 @@ import subprocess
 import sys
 import tempfile
 
-FIRMWARE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "firmware")
+from harness import FIRMWARE_DIR as FIRMWARE
+
 # modules of MicroPython (rp2 and unix ports) that firmware may import
 ALLOWED = {"asyncio", "uasyncio", "binascii", "collections", "errno", "gc", "hashlib", "io", "json",
            "machine", "math", "micropython", "network", "os", "rp2", "select", "socket", "struct",

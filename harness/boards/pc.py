@@ -7,10 +7,9 @@ import sys
 import threading
 import time
 
-from harness import reaper
+from harness import REPO, reaper
 from harness.errors import BoardError
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class PcNode:
