@@ -10,12 +10,24 @@ import threading
 import time
 from dataclasses import dataclass, field, asdict
 
+from firmware.node import TIMING_DEFAULTS
 from harness.telemetry import parse_line
 
 DEFAULT_PORT = 6000
-TIMING_DEFAULTS = {"round_ms": 2000, "recv_ms": 4000, "slot_ms": 100, "guard_ms": 20,
-                   "startup_ms": 30000, "start_delay_ms": 100, "linger_ms": 500}
 TERMINAL = ("done",)
+
+
+def full_timing(timing):
+    """The timing a node runs with: the firmware's defaults under the spec's values."""
+    t = dict(TIMING_DEFAULTS)
+    t.update(timing or {})
+    return t
+
+
+def step_count(args):
+    """Rounds, iterations or slots of a run, from the app's arguments."""
+    args = args or {}
+    return max(1, args.get("iterations", 0) or 0, (args.get("slots", 0) or 0) * (args.get("blocks", 1) or 1))
 
 
 @dataclass
@@ -33,13 +45,10 @@ class RunSpec:
     run_deadline_s: float = None    # default: derived from the timing and the number of steps
 
     def steps(self):
-        a = self.args
-        return max(1, a.get("iterations", 0), a.get("slots", 0) * a.get("blocks", 1))
+        return step_count(self.args)
 
     def timing_full(self):
-        t = dict(TIMING_DEFAULTS)
-        t.update(self.timing)
-        return t
+        return full_timing(self.timing)
 
     def startup_deadline_s(self):
         return self.timing_full()["startup_ms"] / 1000 + 5

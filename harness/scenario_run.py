@@ -9,7 +9,6 @@ from harness import analysis, oracles
 from harness.record import RunRecord
 from harness.runner import RunSpec
 
-FAULT_FREE_ONLY = ("oracle",)  # expectations that hold only without faults, by theory
 
 
 def spec_for(case, seed=None):

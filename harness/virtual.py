@@ -30,13 +30,10 @@ from firmware.memnet import MemoryNetwork, MemoryTransport
 from firmware.telemetry import Telemetry
 from firmware.transport import new_counts
 from firmware.wire import Codec, DEFAULT_MAX_FRAME
-from harness.runner import node_summary
+from harness.runner import full_timing, node_summary, step_count
+from harness.scenario import ALGORITHM_APPS
 
 # algorithm -> default app (as the scenario loader)
-ALGORITHM_APPS = {"centralized": "central_avg", "decentralized": "decentral_avg", "tdm": "odts",
-                  "getmeas": "getmeas", "logreg": "logreg", "fedmean": "fedmean"}
-TIMING_DEFAULTS = {"round_ms": 2000, "recv_ms": 4000, "slot_ms": 100, "guard_ms": 20,
-                   "startup_ms": 30000, "start_delay_ms": 100, "linger_ms": 500}
 DEFAULT_LATENCY_US = 100
 DEFAULT_MAX_WALL_S = 300.0
 _OFFSET_US = 0.25  # virtual instants sit a quarter microsecond past the whole microsecond:
@@ -156,10 +153,8 @@ def _spec_dict(spec):
 
 def default_deadline_s(spec):
     """Virtual seconds a healthy run may take: every step at its deadline, plus slack."""
-    t = dict(TIMING_DEFAULTS)
-    t.update(spec.get("timing") or {})
-    a = spec.get("args") or {}
-    steps = max(1, a.get("iterations", 0) or 0, (a.get("slots", 0) or 0) * (a.get("blocks", 1) or 1))
+    t = full_timing(spec.get("timing"))
+    steps = step_count(spec.get("args"))
     per_step = max(t["round_ms"], t["recv_ms"], t["slot_ms"]) / 1000.0
     return t["startup_ms"] / 1000.0 + t["start_delay_ms"] / 1000.0 + steps * per_step * 1.5 \
         + t["linger_ms"] / 1000.0 + 10
