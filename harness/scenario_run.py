@@ -10,7 +10,6 @@ from harness.record import RunRecord
 from harness.runner import RunSpec
 
 
-
 def spec_for(case, seed=None):
     """The run spec of a scenario case (optionally with another seed)."""
     s = case.scenario
