@@ -1,10 +1,9 @@
-"""Loads the fl-hil plugin from this checkout. When fl-hil is installed as a package, pytest loads
-the same plugin through its `pytest11` entry point, and loading it twice would be an error."""
+"""fl-hil's pytest plugin comes in through its `pytest11` entry point once fl-hil is installed
+(`pip install -e '.[dev]'`, or tox); this file only says so when it is not."""
 from importlib.metadata import entry_points
 
+import pytest
 
-def _installed_as_entry_point():
-    return any(ep.value == "fixtures.plugin" for ep in entry_points(group="pytest11"))
-
-
-pytest_plugins = [] if _installed_as_entry_point() else ["fixtures.plugin"]
+if not any(ep.value == "flhil.fixtures.plugin" for ep in entry_points(group="pytest11")):
+    raise pytest.UsageError("fl-hil is not installed in this environment: run `pip install -e '.[dev]'` "
+                            "(or use tox, which installs it)")

@@ -17,7 +17,7 @@ except AttributeError:
     def diff(a, b):
         return a - b
 
-from firmware.wire import Codec
+from flhil.wire import Codec
 
 KEY = bytes(range(16))
 RUN = "r-0a1b2c3d"

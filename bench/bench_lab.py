@@ -35,9 +35,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import parse_args, pss_kb, ratio, rss_kb, sigterm_as_interrupt, table, write_json  # noqa: E402
 from _common import run_main  # noqa: E402
 
-from harness import deploy, runner  # noqa: E402
-from harness.lab import FIRMWARE_DIR, Lab  # noqa: E402
-from harness.labfile import default_emulated_lab  # noqa: E402
+from flhil.harness.lab import deploy
+from flhil.harness.run import realtime as runner
+from flhil.harness.lab.lab import FIRMWARE_DIR, Lab  # noqa: E402
+from flhil.harness.config.lab import default_emulated_lab  # noqa: E402
 
 # subnet offsets (x 256 addresses above 127.77.0.0): unique to this benchmark
 OFFSET_BRINGUP = 210

@@ -30,8 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import REPO, median, parse_args, percentile, ratio, sigterm_as_interrupt, table, write_json  # noqa: E402
 from _common import run_main  # noqa: E402
 
-from harness import runner  # noqa: E402
-from harness.boards.pc import PcNode  # noqa: E402
+from flhil.harness.run import realtime as runner
+from flhil.harness.lab.boards.pc import PcNode  # noqa: E402
 
 UPSTREAM_ROUND_MS = {8: 11.0, 18: 28.0, 32: 62.0}  # MPT-FLA, 2-core machine, CPython, localhost
 UPSTREAM_STARTUP_S = 11.0  # at least: fixed sleeps

@@ -31,7 +31,7 @@ def _rss_kb():
 
 def one(nodes, slots, slot_ms):
     """Run one size in this process; a dict of figures."""
-    from harness.virtual import run_virtual
+    from flhil.harness.run.virtual import run_virtual
     spec = {"app": "getmeas", "nodes": nodes, "args": {"slots": slots, "topology": "ring"},
             "timing": {"slot_ms": slot_ms}, "seed": 1}
     base_kb = _rss_kb()

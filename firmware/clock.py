@@ -1,6 +1,6 @@
 """Clocks in integer microseconds. The runtime never reads time any other way, so a virtual-time
 event loop (CPython) or a skewed clock (fault layer) can stand in for the real one."""
-from firmware.compat import asyncio, MICROPYTHON
+from flhil.compat import asyncio, MICROPYTHON
 import time
 
 

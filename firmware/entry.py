@@ -2,15 +2,15 @@
 (`python -m firmware.pc`), by the Pico W `main.py`, and in-process by the virtual-time lab."""
 import json
 
-from firmware.compat import asyncio, format_exception
-from firmware.node import Node
-from firmware import mptfla
+from flhil.compat import asyncio, format_exception
+from flhil.node import Node
+from flhil import mptfla
 
 CONFIG_FILE = "flhil_run.json"
 
 
 def load_app(name):
-    mod = __import__("firmware.apps." + name)
+    mod = __import__("flhil.apps." + name)
     return getattr(mod.apps, name)
 
 

@@ -7,8 +7,8 @@ plan replaces the rules with exact per-message decisions (a recorded run, replay
 (hello, go) are never faulted: the faults under test are those of the FL protocol.
 Node-level faults (dropout, slot jitter, clock skew) are read from the plan by the node runtime
 through the helpers at the bottom of this module."""
-from firmware.compat import asyncio
-from firmware.prng import XorShift32, mix
+from flhil.compat import asyncio
+from flhil.prng import XorShift32, mix
 
 EXEMPT_PHASES = ("hello", "go")
 REORDER_HOLD_MS = 50  # a held message goes out behind the next one, or after this long

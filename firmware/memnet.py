@@ -12,9 +12,9 @@ table of attached nodes, one dict shared by all of them, and `start()` returns t
 CPython is what runs it (its event loop's `call_later` schedules the arrivals); the syntax stays
 MicroPython-compatible because it lives in firmware/. No module-level state: everything belongs to
 a network object."""
-from firmware.compat import asyncio
-from firmware.transport import Transport, new_counts
-from firmware.wire import Rejected, HEADER
+from flhil.compat import asyncio
+from flhil.transport import Transport, new_counts
+from flhil.wire import Rejected, HEADER
 
 
 class MemoryNetwork:

@@ -1,9 +1,9 @@
 """Upstream MPT-FLA's API on the fl-hil runtime: an upstream-style application runs with its import
-line changed to `from firmware.mptfla import *`.
+line changed to `from flhil.mptfla import *`.
 
 Under the harness the run config written by the harness is used (see `entry.py`); standalone,
 the upstream defaults apply: node k listens on masterIpAdr port 6000+k and node flSrvId coordinates."""
-from firmware.node import Node
+from flhil.node import Node
 
 _run_config = None  # set by firmware.entry for upstream-style apps started by the harness
 

@@ -6,13 +6,13 @@ filed under (phase, iteration) and sender, which makes a duplicate a second entr
 sender (dropped, counted) and a message below the phase's floor stale (dropped, counted)."""
 import binascii
 
-from firmware.compat import asyncio, TimeoutError, heap, is_number, MICROPYTHON, version
-from firmware.clock import LoopClock, SkewedClock
-from firmware.faults import FaultyTransport, has_link_faults, dropouts_for, slot_jitter_ms, clock_skew
-from firmware.prng import XorShift32, mix
-from firmware.telemetry import Telemetry
-from firmware.transport import TcpTransport, new_counts
-from firmware.wire import Codec, DEFAULT_MAX_FRAME
+from flhil.compat import asyncio, TimeoutError, heap, is_number, MICROPYTHON, version
+from flhil.clock import LoopClock, SkewedClock
+from flhil.faults import FaultyTransport, has_link_faults, dropouts_for, slot_jitter_ms, clock_skew
+from flhil.prng import XorShift32, mix
+from flhil.telemetry import Telemetry
+from flhil.transport import TcpTransport, new_counts
+from flhil.wire import Codec, DEFAULT_MAX_FRAME
 
 TIMING_DEFAULTS = {
     "round_ms": 2000,        # server: wait for clients' replies in one round

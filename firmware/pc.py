@@ -1,7 +1,7 @@
 """PC node: `python -m firmware.pc RUN_CONFIG.json` (CPython) or `micropython -m firmware.pc ...`."""
 import sys
 
-from firmware.entry import main
+from flhil.entry import main
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:

@@ -1,8 +1,8 @@
 """Transports move frames between nodes. `Transport` holds what every transport shares (encoding,
 authentication, counting, delivery); `TcpTransport` implements it on asyncio streams with one
 persistent connection per peer and direction. The in-memory transport lives in `memnet.py`."""
-from firmware.compat import asyncio, MICROPYTHON, TimeoutError
-from firmware.wire import Rejected, HEADER
+from flhil.compat import asyncio, MICROPYTHON, TimeoutError
+from flhil.wire import Rejected, HEADER
 
 COUNTERS = ("sent", "recv", "drop_fault", "duplicate", "stale", "rejected", "overflow")
 

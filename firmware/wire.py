@@ -7,7 +7,7 @@ json    = {"r": run, "s": sender, "d": destination, "p": phase, "i": iteration/s
 import json
 import struct
 
-from firmware.auth import Hmac, TAG_LEN
+from flhil.auth import Hmac, TAG_LEN
 
 HEADER = 4
 DEFAULT_MAX_FRAME = 16384

@@ -1,5 +1,5 @@
 import sys
 
-from harness.cli import main
+from flhil.harness.cli import main
 
 sys.exit(main())

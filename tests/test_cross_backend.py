@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from harness import scenario_run
-from harness.scenario import load_scenario
+from flhil.harness.run import pipeline as scenario_run
+from flhil.harness.config.scenario import load_scenario
 
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scenarios")
 FAULT_FREE = ["centralized/clean", "decentralized/clean", "tdm/clean", "getmeas/clean", "logreg/clean",

@@ -1,6 +1,6 @@
 """firmware/ must run unchanged on MicroPython: it compiles with mpy-cross and imports nothing
 from the host side."""
-from harness import lint_firmware
+from flhil.harness.cli import lint as lint_firmware
 
 
 def test_firmware_compiles_with_mpy_cross_and_imports_only_micropython_modules():

@@ -1,7 +1,7 @@
 """The pytest plugin as a user meets it: fixtures, scenario collection, errors and skips."""
 import pytest
 
-from harness.runner import RunSpec
+from flhil.harness.run.realtime import RunSpec
 
 pytest_plugins = ["pytester"]
 
@@ -20,8 +20,8 @@ def test_dropout_lowers_aggregation(flhil_run, fault_plan):
 
 def _plugin_args():
     from importlib.metadata import entry_points
-    loaded = any(ep.value == "fixtures.plugin" for ep in entry_points(group="pytest11"))
-    return [] if loaded else ["-p", "fixtures.plugin"]
+    loaded = any(ep.value == "flhil.fixtures.plugin" for ep in entry_points(group="pytest11"))
+    return [] if loaded else ["-p", "flhil.fixtures.plugin"]
 
 
 def test_a_broken_scenario_fails_with_file_key_and_reason(pytester):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.faultplan import FAULT_KINDS, fault_kinds
-from harness.scenario import load_scenarios
+from flhil.harness.config.faults import FAULT_KINDS, fault_kinds
+from flhil.harness.config.scenario import load_scenarios
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 

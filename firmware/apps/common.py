@@ -7,7 +7,7 @@
 
 import math
 
-from firmware.prng import XorShift32, mix
+from flhil.prng import XorShift32, mix
 
 
 # ---------------------------------------------------------------- xorshift32 PRNG

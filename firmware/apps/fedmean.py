@@ -7,7 +7,7 @@ sum of sums / sum of counts (unchanged when no reading is above). Iterated `iter
 the threshold climbs towards the largest reading. `oracle()` computes the same on the host.
 Args: iterations (default 3), threshold (0.0), samples (per node base count, default 8).
 Result: server the final threshold; client its last reply [sum, count]."""
-from firmware.apps.common import Rng
+from flhil.apps.common import Rng
 
 FEDMEAN_STREAM = 0x464D  # "FM"
 BASE = 20.0              # readings are BASE + 2 * gauss, dyadic (exact on boards and PCs)

@@ -9,7 +9,7 @@ Args (defaults in common.LOGREG_DEFAULTS): iterations, epochs, lr, samples, test
 Result: server {"w": [w, b], "acc": test accuracy}; client its last reply [w, b, n]."""
 import math
 
-from firmware.apps import common
+from flhil.apps import common
 
 
 def log_loss(w, xs, ys):

@@ -6,7 +6,7 @@ paired; the schedule repeats in every block, the state carries over), exchanges 
 moves halfway: state = (state + peer_odata) / 2. A slot without a peer (odd n) or a missed slot
 keeps the state. A node that rejoins after a dropout restarts from its initial state.
 Args: `blocks` (default 1), `slots` per block (default 1). Result: the final state."""
-from firmware.apps.common import odts_schedule, odts_update
+from flhil.apps.common import odts_schedule, odts_update
 
 
 async def run(node, args):

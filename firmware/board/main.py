@@ -99,8 +99,8 @@ async def start(path=CONFIG_FILE):
         state["connecting"] = False
         await asyncio.sleep(0)  # let the blinker stop before the LED goes on
         led(True)
-        import firmware.entry
-        node = await firmware.entry.run_node(cfg)
+        import flhil.entry
+        node = await flhil.entry.run_node(cfg)
         led(False)
         if node.status not in ("ok", "crashed"):
             raise RuntimeError("node ended with status " + node.status)
@@ -127,6 +127,6 @@ def main(path=CONFIG_FILE):
 
 
 # The board runs main.py as __main__ (`import main` at its REPL starts it too); imported under any
-# other name (a test, `firmware.board.main` on a PC) it only defines the functions.
+# other name (a test, `flhil.board.main` on a PC) it only defines the functions.
 if __name__ in ("__main__", "main"):
     main()

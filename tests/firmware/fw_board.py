@@ -7,10 +7,10 @@ import os
 import sys
 
 import fwkit
-from firmware import entry
-from firmware.clock import LoopClock
-from firmware.compat import asyncio
-from firmware.telemetry import Telemetry
+from flhil import entry
+from flhil.clock import LoopClock
+from flhil.compat import asyncio
+from flhil.telemetry import Telemetry
 
 
 def _up(path):
@@ -19,7 +19,7 @@ def _up(path):
 
 
 ROOT = _up(_up(_up(fwkit.__file__)))
-SHIMS = ROOT + "/harness/boards/emulated_modules/"
+SHIMS = ROOT + "/harness/lab/boards/emulated_modules/"
 MAIN = ROOT + "/firmware/board/main.py"
 PASSWORD = "pw-never-printed-7731"
 

@@ -1,7 +1,7 @@
 """Fault-free runs against the upstream examples' oracle values (mpt-fla.md), all nodes of a run on
 one event loop over TCP on loopback. Runs under CPython and MicroPython (tests/firmware/mprun.py)."""
 import fwkit
-from firmware.apps import common, fedmean
+from flhil.apps import common, fedmean
 
 
 # ---------------------------------------------------------------- ex2: centralized averaging

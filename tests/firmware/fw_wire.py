@@ -5,11 +5,11 @@ import binascii
 import struct
 
 import fwkit
-from firmware.apps import common, fedmean
-from firmware.auth import Hmac
-from firmware.compat import asyncio
-from firmware.prng import XorShift32, mix
-from firmware.wire import Codec, Rejected
+from flhil.apps import common, fedmean
+from flhil.auth import Hmac
+from flhil.compat import asyncio
+from flhil.prng import XorShift32, mix
+from flhil.wire import Codec, Rejected
 
 
 def unhex(s):

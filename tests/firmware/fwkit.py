@@ -6,13 +6,13 @@ test's name, the interpreter and a per-process nonce, so tests (the two interpre
 the suite) do not share an address."""
 import binascii
 
-from firmware.compat import asyncio, TimeoutError, MICROPYTHON
-from firmware.clock import LoopClock
-from firmware.entry import run_node
-from firmware.prng import mix
-from firmware.telemetry import Telemetry
-from firmware.transport import TcpTransport, new_counts
-from firmware.wire import Codec, DEFAULT_MAX_FRAME
+from flhil.compat import asyncio, TimeoutError, MICROPYTHON
+from flhil.clock import LoopClock
+from flhil.entry import run_node
+from flhil.prng import mix
+from flhil.telemetry import Telemetry
+from flhil.transport import TcpTransport, new_counts
+from flhil.wire import Codec, DEFAULT_MAX_FRAME
 
 class Skip(Exception):
     """A test that cannot run here (mprun prints SKIP, pytest skips)."""

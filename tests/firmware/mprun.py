@@ -30,12 +30,11 @@ def _absolute(path):
 
 
 HERE = _dirname(_absolute(__file__))
-ROOT = _dirname(_dirname(HERE))
-for p in (HERE, ROOT):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
 
-from firmware.compat import MICROPYTHON, format_exception  # noqa: E402 - needs ROOT on sys.path
+# the node runtime `flhil`: installed under CPython, on MICROPYPATH under MicroPython
+from flhil.compat import MICROPYTHON, format_exception  # noqa: E402
 
 
 def is_coroutine_function(fn):

@@ -14,9 +14,11 @@ import sys
 
 import pytest
 
+from flhil.harness import micropython_path
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-for _p in (ROOT, HERE):
+for _p in (HERE,):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
@@ -55,7 +57,9 @@ def test_micropython(module):
         pytest.skip("the MicroPython unix port (`micropython`) is not on PATH")
     cmd = [exe, "-X", "heapsize=192k", os.path.join(HERE, "mprun.py"), module]
     try:
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=MICROPYTHON_TIMEOUT_S)
+        env = dict(os.environ, MICROPYPATH=micropython_path() + ":.frozen")
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=MICROPYTHON_TIMEOUT_S)
     except subprocess.TimeoutExpired as e:
         out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
         pytest.fail("%s did not finish within %d s; output so far:\n%s" % (" ".join(cmd), MICROPYTHON_TIMEOUT_S, out))

@@ -5,12 +5,12 @@ import shutil
 import pytest
 import serial
 
-from harness.boards.rawrepl import RawRepl
+from flhil.harness.lab.boards.rawrepl import RawRepl
 
 
 def _micropython_or_skip():
-    from harness.boards.emulated import resolve_micropython
-    from harness.errors import HarnessError
+    from flhil.harness.lab.boards.emulated import resolve_micropython
+    from flhil.harness.errors import HarnessError
     try:
         return resolve_micropython()
     except HarnessError as e:
@@ -21,7 +21,7 @@ def _micropython_or_skip():
 def emu(tmp_path):
     """One booted emulated board with its flash in tmp_path/flash."""
     _micropython_or_skip()
-    from harness.boards.emulated import EmulatedBoard
+    from flhil.harness.lab.boards.emulated import EmulatedBoard
     board = EmulatedBoard("emu-t", tmp_path / "flash", address="127.77.0.9", number=9,
                           log_dir=tmp_path / "logs")
     try:

@@ -2,9 +2,10 @@
 expectation, with the failure messages' contents (node, round, expected, got, seed)."""
 import pytest
 
-from harness import analysis, oracles
-from harness.analysis import ExpectationFailed, evaluate
-from harness.record import RunRecord
+from flhil.harness.results import checks as analysis
+from flhil.harness.results import oracles
+from flhil.harness.results.checks import ExpectationFailed, evaluate
+from flhil.harness.results.record import RunRecord
 
 SEED = 7
 

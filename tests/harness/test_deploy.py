@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from harness import deploy
-from harness.boards.serial_board import SerialBoard
-from harness.errors import BoardError
+from flhil.harness.lab import deploy
+from flhil.harness.lab.boards.serial_board import SerialBoard
+from flhil.harness.errors import BoardError
 
 MAIN = """
 import json

@@ -2,7 +2,7 @@
 
 from types import SimpleNamespace
 
-from harness import discovery
+from flhil.harness.lab import discovery
 
 
 def _port(device, vid, serial, desc="Board CDC"):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.boards.rawrepl import RawRepl
+from flhil.harness.lab.boards.rawrepl import RawRepl
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -100,7 +100,7 @@ def test_machine_reset_restarts_the_interpreter(repl, emu):
 
 
 def test_ctrl_c_interrupts_main_py_at_boot(tmp_path):
-    from harness.boards.emulated import EmulatedBoard
+    from flhil.harness.lab.boards.emulated import EmulatedBoard
     flash = tmp_path / "flash"
     flash.mkdir()
     (flash / "main.py").write_text("import time\nwhile True:\n time.sleep(0.01)\n")
@@ -136,7 +136,7 @@ def test_mpremote_exec_and_fs(emu, mpremote, tmp_path):
 
 
 def test_eight_boards_start_fast_and_close_clean():
-    from harness.boards.emulated import start_emulated
+    from flhil.harness.lab.boards.emulated import start_emulated
     t0 = time.monotonic()
     lab = start_emulated(8, timeout=20)
     took = time.monotonic() - t0
@@ -153,7 +153,7 @@ def test_eight_boards_start_fast_and_close_clean():
 OWNER = """
 import sys, time
 sys.path.insert(0, {repo!r})
-from harness.boards.emulated import start_emulated
+from flhil.harness.lab.boards.emulated import start_emulated
 lab = start_emulated(2)
 print(" ".join(str(b.pid) for b in lab), flush=True)
 time.sleep(60)

@@ -5,8 +5,8 @@ import json
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from harness.errors import ConfigError
-from harness.faultplan import FAULT_KINDS, FaultPlan, fault_kinds, normalise_fault_plan
+from flhil.harness.errors import ConfigError
+from flhil.harness.config.faults import FAULT_KINDS, FaultPlan, fault_kinds, normalise_fault_plan
 
 
 def test_builder_example_from_the_brief_normalises():

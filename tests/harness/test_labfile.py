@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import ConfigError, HarnessError
-from harness.labfile import Lab, default_emulated_lab, load_lab, parse_lab
+from flhil.harness.errors import ConfigError, HarnessError
+from flhil.harness.config.lab import Lab, default_emulated_lab, load_lab, parse_lab
 
 LABS = Path(__file__).resolve().parents[2] / "labs"
 

@@ -2,6 +2,7 @@
 and the consensus theory; the shared firmware helpers against their portability promises."""
 import ast
 import json
+import os
 import math
 import shutil
 import subprocess
@@ -9,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from firmware.apps import common
-from harness import oracles
+from flhil.harness import micropython_path
+
+from flhil.apps import common
+from flhil.harness.results import oracles
 
 COMMON_PY = Path(common.__file__)
 
@@ -123,7 +126,7 @@ def test_getmeas():
 def test_fedmean_threshold_is_the_mean_of_the_samples_above_it(n):
     """The server's final threshold is the global mean of the clients' samples above the
     previous threshold: recompute it from the raw readings."""
-    from firmware.apps import fedmean
+    from flhil.apps import fedmean
     final = oracles.oracle_for("fedmean", n, {"iterations": 2}, seed=3)["final"]
     data = [fedmean.readings(i, 3, 8) for i in range(1, n)]
     t = 0.0
@@ -249,18 +252,18 @@ def test_common_imports_only_what_micropython_has():
         assert not isinstance(node, (ast.AnnAssign,)), "no annotations in firmware"
         if isinstance(node, ast.FunctionDef):
             assert not node.decorator_list and node.returns is None
-    assert all(m == "math" or m.startswith("firmware.") for m in imported), imported
+    assert all(m == "math" or m.startswith("flhil.") for m in imported), imported
 
 
 @pytest.mark.skipif(shutil.which("micropython") is None, reason="micropython unix port absent")
 def test_micropython_gives_identical_data_and_schedule():
-    script = ("import json\nfrom firmware.apps import common\n"
+    script = ("import json\nfrom flhil.apps import common\n"
               "xs, ys = common.logreg_data(2, 9, 20)\n"
               "r = common.Rng(5, 6)\n"
               "print(json.dumps([xs, ys, [r.u32() for _ in range(5)], r.gauss(),"
               " [[common.odts_schedule(10, s)[k] for k in range(10)] for s in range(3)]]))\n")
-    out = subprocess.run(["micropython", "-c", script], cwd=COMMON_PY.parents[2], capture_output=True,
-                         text=True, timeout=30)
+    out = subprocess.run(["micropython", "-c", script], capture_output=True, text=True, timeout=30,
+                         env=dict(os.environ, MICROPYPATH=micropython_path()))
     assert out.returncode == 0, out.stderr
     xs, ys = common.logreg_data(2, 9, 20)
     r = common.Rng(5, 6)

@@ -6,8 +6,8 @@ import time
 import pytest
 import serial
 
-from harness.boards.rawrepl import RawRepl
-from harness.errors import BoardError
+from flhil.harness.lab.boards.rawrepl import RawRepl
+from flhil.harness.errors import BoardError
 
 
 def test_exec_keeps_stdout_and_stderr_apart(repl):

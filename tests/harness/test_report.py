@@ -7,8 +7,9 @@ import types
 
 import pytest
 
-from harness import analysis, report
-from harness.record import RunRecord
+from flhil.harness.results import checks as analysis
+from flhil.harness.report import plots as report
+from flhil.harness.results.record import RunRecord
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PASSWORD = "hunter2-wifi!"

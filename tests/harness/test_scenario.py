@@ -2,8 +2,8 @@
 
 import pytest
 
-from harness.errors import ConfigError
-from harness.scenario import (ALGORITHM_APPS, Nodes, Scenario, load_scenario, load_scenarios,
+from flhil.harness.errors import ConfigError
+from flhil.harness.config.scenario import (ALGORITHM_APPS, Nodes, Scenario, load_scenario, load_scenarios,
                               parse_scenario)
 
 FULL = """\

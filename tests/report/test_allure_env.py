@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import allure_env
-from harness import analysis, labfile
-from harness.errors import BoardError, ConfigError, HarnessError
-from harness.lab import LabError
+from flhil.fixtures import allure_env
+from flhil.harness.results import checks as analysis
+from flhil.harness.config import lab as labfile
+from flhil.harness.errors import BoardError, ConfigError, HarnessError
+from flhil.harness.lab.lab import LabError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -229,11 +230,11 @@ def test_session_writes_metadata_next_to_results(tmp_path):
     scenarios = tmp_path / "scenarios"
     scenarios.mkdir()
     shutil.copy(ROOT / "scenarios" / "centralized" / "clean.toml", scenarios / "clean.toml")
-    installed = any(ep.value == "fixtures.plugin" for ep in entry_points(group="pytest11"))
+    installed = any(ep.value == "flhil.fixtures.plugin" for ep in entry_points(group="pytest11"))
     skip = ("PYTEST_XDIST", "PYTEST_CURRENT", "PYTEST_ADDOPTS")
     env = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
     cmd = [sys.executable, "-m", "pytest", str(scenarios), "-c", str(ROOT / "pyproject.toml"),
-           "--rootdir", str(tmp_path), *([] if installed else ["-p", "fixtures.plugin"]),
+           "--rootdir", str(tmp_path), *([] if installed else ["-p", "flhil.fixtures.plugin"]),
            "-m", "sim", "--backend", "virtual", "--flhil-seed", "3", "--alluredir", str(tmp_path / "results"),
            "-p", "no:cacheprovider", "--report-dir", str(tmp_path / "reports"), "-q"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)

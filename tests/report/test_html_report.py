@@ -104,8 +104,8 @@ def _env():
 def _plugin_args():
     """Load fl-hil's plugin: by its entry point when installed, else by module (the scenarios live
     outside the checkout, so its conftest.py does not apply)."""
-    installed = any(ep.value == "fixtures.plugin" for ep in entry_points(group="pytest11"))
-    return [] if installed else ["-p", "fixtures.plugin"]
+    installed = any(ep.value == "flhil.fixtures.plugin" for ep in entry_points(group="pytest11"))
+    return [] if installed else ["-p", "flhil.fixtures.plugin"]
 
 
 def _pytest(work, results):
@@ -120,7 +120,7 @@ def _pytest(work, results):
 
 
 def _htmlreport(results, report, history):
-    cmd = [sys.executable, "-m", "harness.htmlreport", str(results), "-o", str(report),
+    cmd = [sys.executable, "-m", "flhil.harness.report.html", str(results), "-o", str(report),
            "--history", str(history)]
     proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, "htmlreport failed:\n%s\n%s" % (proc.stdout, proc.stderr)

@@ -3,8 +3,8 @@ import tomllib
 
 from hypothesis import HealthCheck, given, settings
 
-from harness.scenario import load_scenario
-from harness.search import (DEFAULT_EXPECT, base_spec, check, expect_property, fault_plans,
+from flhil.harness.config.scenario import load_scenario
+from flhil.harness.run.search import (DEFAULT_EXPECT, base_spec, check, expect_property, fault_plans,
                             find_counterexample, main as search_main, plan_size, run_scenario_file,
                             write_scenario)
 

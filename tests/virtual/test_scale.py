@@ -1,6 +1,6 @@
 """1,000 nodes in one process, in virtual time, with exact oracle values."""
-from firmware.apps.getmeas import neighbours
-from harness.virtual import results, run_virtual, statuses
+from flhil.apps.getmeas import neighbours
+from flhil.harness.run.virtual import results, run_virtual, statuses
 
 N = 1000
 
@@ -31,7 +31,7 @@ def test_centralized_averaging_with_1000_clients():
 
 
 def test_tdm_odts_with_1000_nodes():
-    from harness.oracles import odts_final
+    from flhil.harness.results.oracles import odts_final
     slots = 4
     r = run_virtual({"app": "odts", "nodes": N, "args": {"blocks": 1, "slots": slots}, "seed": 1})
     assert r["virtual"]["stopped"] == "done"

@@ -4,12 +4,12 @@ import time
 
 import pytest
 
-from firmware.memnet import MemoryNetwork, MemoryTransport
-from firmware.telemetry import Telemetry
-from firmware.clock import LoopClock
-from firmware.transport import new_counts
-from firmware.wire import Codec
-from harness.virtual import VirtualDeadlock, VirtualLoop
+from flhil.memnet import MemoryNetwork, MemoryTransport
+from flhil.telemetry import Telemetry
+from flhil.clock import LoopClock
+from flhil.transport import new_counts
+from flhil.wire import Codec
+from flhil.harness.run.virtual import VirtualDeadlock, VirtualLoop
 
 
 def run(coro_fn, **kw):

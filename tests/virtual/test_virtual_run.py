@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from harness.replay_cli import main as replay_main, replay
-from harness.virtual import replay_plan, replay_spec, results, run_virtual, statuses, trace_hash
+from flhil.harness.run.replay import main as replay_main, replay
+from flhil.harness.run.virtual import replay_plan, replay_spec, results, run_virtual, statuses, trace_hash
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -58,7 +58,7 @@ def test_trace_does_not_depend_on_the_process():
     spec = {"app": "central_avg", "nodes": 6, "args": {"iterations": 3}, "seed": 5,
             "faults": {"links": [{"src": "*", "dst": "*", "loss": 0.2, "dup": 0.2, "reorder": 0.2,
                                   "delay_ms": 3, "jitter_ms": 2}]}}
-    code = ("import json,sys; from harness.virtual import run_virtual; "
+    code = ("import json,sys; from flhil.harness.run.virtual import run_virtual; "
             "print(run_virtual(json.loads(sys.argv[1]))['trace_hash'])")
     env = dict(os.environ, PYTHONHASHSEED="12345", PYTHONPATH=ROOT)
     out = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], cwd=ROOT, env=env,

@@ -18,9 +18,9 @@ import math
 import struct
 from dataclasses import asdict, dataclass, field
 
-from firmware.apps import common
-from harness import oracles
-from harness.record import CENTRALIZED_KINDS, RunRecord
+from flhil.apps import common
+from flhil.harness.results import oracles
+from flhil.harness.results.record import CENTRALIZED_KINDS, RunRecord
 
 DEFAULT_REL = 1e-6
 

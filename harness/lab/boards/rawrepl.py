@@ -7,8 +7,8 @@ before them do no harm.
 
 import time
 
-from harness.errors import BoardError
-from harness.secrets import redact
+from flhil.harness.errors import BoardError
+from flhil.harness.secrets import redact
 
 RAW_PROMPT = b"raw REPL; CTRL-B to exit\r\n>"
 SOFT_REBOOT = b"soft reboot\r\n"

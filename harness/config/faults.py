@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Iterable
 
-from harness.schema import (At, AnyOf, Checked, Float, Int, ListOf, Probability, Source,
+from flhil.harness.config.schema import (At, AnyOf, Checked, Float, Int, ListOf, Probability, Source,
                             Spec, Str, Table, describe, optional, required)
 
 # Every kind `kinds()` can report; "none" stands for an empty plan.

@@ -21,7 +21,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Callable, Iterable, NoReturn
 
-from harness.errors import ConfigError
+from flhil.harness.errors import ConfigError
 
 
 class _Missing:

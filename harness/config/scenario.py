@@ -17,9 +17,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from harness.errors import ConfigError
-from harness.faultplan import SEED_MAX, fault_plan_spec, normalise_fault_plan
-from harness.schema import (At, AnyValue, Bool, Checked, Float, Int, ListOf, Number, Source, Spec,
+from flhil.harness.errors import ConfigError
+from flhil.harness.config.faults import SEED_MAX, fault_plan_spec, normalise_fault_plan
+from flhil.harness.config.schema import (At, AnyValue, Bool, Checked, Float, Int, ListOf, Number, Source, Spec,
                             Str, Table, format_key_path, optional, parse_key_path, parse_toml,
                             read_toml, required, spec_at)
 

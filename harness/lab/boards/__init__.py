@@ -1,15 +1,15 @@
 """Boards: the Node interface and its serial and emulated implementations."""
 
-from harness.boards.base import Node
+from flhil.harness.lab.boards.base import Node
 
 __all__ = ["Node", "SerialBoard", "EmulatedBoard", "EmulatedLab", "start_emulated"]
 
 
 def __getattr__(name):  # lazy: importing the interface must not pull in pyserial or threads
     if name == "SerialBoard":
-        from harness.boards.serial_board import SerialBoard
+        from flhil.harness.lab.boards.serial_board import SerialBoard
         return SerialBoard
     if name in ("EmulatedBoard", "EmulatedLab", "start_emulated"):
-        from harness.boards import emulated
+        from flhil.harness.lab.boards import emulated
         return getattr(emulated, name)
     raise AttributeError(name)

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import serial
 
-from harness import deploy as deploy_mod
-from harness import discovery
-from harness.boards.base import Node
-from harness.boards.rawrepl import RawRepl
-from harness.errors import BoardError
-from harness.secrets import redact, secrets_of
+from flhil.harness.lab import deploy as deploy_mod
+from flhil.harness.lab import discovery
+from flhil.harness.lab.boards.base import Node
+from flhil.harness.lab.boards.rawrepl import RawRepl
+from flhil.harness.errors import BoardError
+from flhil.harness.secrets import redact, secrets_of
 
 
 class SerialBoard(Node):

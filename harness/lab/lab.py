@@ -9,9 +9,10 @@ import os
 import tempfile
 import time
 
-from harness import FIRMWARE_DIR, runner
-from harness.boards.pc import PcNode
-from harness.errors import HarnessError
+from flhil.harness import FIRMWARE_DIR
+from flhil.harness.run import realtime as runner
+from flhil.harness.lab.boards.pc import PcNode
+from flhil.harness.errors import HarnessError
 
 LOCK_DIR = os.path.join(tempfile.gettempdir(), "flhil-locks")
 
@@ -97,7 +98,7 @@ class Lab:
     def real_boards(self):
         """Open and lock the real boards of the lab (once)."""
         if not self.real and self.spec.boards:
-            from harness.boards.serial_board import SerialBoard
+            from flhil.harness.lab.boards.serial_board import SerialBoard
             for b in self.spec.boards:
                 self._locks.append(BoardLock(b.serial or b.port or b.url))
                 self.real.append(SerialBoard.from_spec(b, log_dir=os.path.join(self.workdir, "boards")))
@@ -105,7 +106,7 @@ class Lab:
 
     def emulated_boards(self, count):
         """At least `count` emulated boards, started on demand and kept for later runs."""
-        from harness.boards.emulated import EmulatedBoard
+        from flhil.harness.lab.boards.emulated import EmulatedBoard
         emu = self.spec.emulated
         started = []
         while len(self.emulated) < count:
@@ -149,7 +150,7 @@ class Lab:
     def _firmware_files(self):
         """The compiled flash image, built once per lab (mpy-cross results are cached by hash)."""
         if self._flash_image is None:
-            from harness.deploy import build_firmware
+            from flhil.harness.lab.deploy import build_firmware
             self._flash_image = build_firmware(FIRMWARE_DIR)
         return self._flash_image
 

@@ -11,7 +11,7 @@ import json
 import math
 import sys
 
-from harness.virtual import replay_plan, replay_spec, run_virtual
+from flhil.harness.run.virtual import replay_plan, replay_spec, run_virtual
 
 
 def same_value(a, b, rel=0.0):
@@ -55,7 +55,7 @@ def _short(v, width=40):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m harness.replay_cli",
+    ap = argparse.ArgumentParser(prog="fl-hil replay",
                                  description="Replay a run record in virtual time with its recorded faults.")
     ap.add_argument("record", help="run record JSON")
     ap.add_argument("--out", help="write the replay's run record here")

@@ -7,8 +7,9 @@ import sys
 import threading
 import time
 
-from harness import REPO, reaper
-from harness.errors import BoardError
+from flhil.harness import micropython_path
+from flhil.harness.lab import reaper
+from flhil.harness.errors import BoardError
 
 
 
@@ -35,16 +36,16 @@ class PcNode:
     def _argv(self, cfg_path):
         if self.interpreter == "micropython":
             heap = ["-X", "heapsize=%dk" % self.heap_kb] if self.heap_kb else []
-            return [self.micropython] + heap + ["-m", "firmware.pc", cfg_path]
-        return [sys.executable, "-u", "-m", "firmware.pc", cfg_path]
+            return [self.micropython] + heap + ["-m", "flhil.pc", cfg_path]
+        return [sys.executable, "-u", "-m", "flhil.pc", cfg_path]
 
     def start(self, run_config):
         os.makedirs(self.workdir, exist_ok=True)
         cfg_path = os.path.join(self.workdir, "flhil_run.json")
         with open(cfg_path, "w") as f:
             json.dump(run_config, f)
-        env = dict(os.environ, PYTHONPATH=REPO, MICROPYPATH=REPO + ":.frozen", PYTHONHASHSEED="0")
-        self.proc = reaper.spawn(self._argv(cfg_path), cwd=REPO, env=env, stdin=None,
+        env = dict(os.environ, MICROPYPATH=micropython_path() + ":.frozen", PYTHONHASHSEED="0")
+        self.proc = reaper.spawn(self._argv(cfg_path), cwd=self.workdir, env=env, stdin=None,
                                  stdout=__import__("subprocess").PIPE,
                                  stderr=__import__("subprocess").STDOUT)
         self._lines = queue.Queue()

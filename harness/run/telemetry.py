@@ -1,7 +1,7 @@
 """Reading the nodes' telemetry lines on the host."""
 import json
 
-from firmware.telemetry import PREFIX
+from flhil.telemetry import PREFIX
 
 
 def parse_line(line):

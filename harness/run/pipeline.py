@@ -5,9 +5,10 @@
 import contextlib
 import time
 
-from harness import analysis, oracles
-from harness.record import RunRecord
-from harness.runner import RunSpec
+from flhil.harness.results import checks as analysis
+from flhil.harness.results import oracles
+from flhil.harness.results.record import RunRecord
+from flhil.harness.run.realtime import RunSpec
 
 
 def spec_for(case, seed=None):
@@ -30,7 +31,7 @@ def execute(lab, spec, boards=None, hil=False, name=None, step=None):
     """Provision and run one spec; returns a RunRecord. Virtual specs need no lab."""
     step = step or (lambda _name: contextlib.nullcontext())
     if spec.backend == "virtual":
-        from harness.virtual import run_virtual
+        from flhil.harness.run.virtual import run_virtual
         with step("run in virtual time"):
             return RunRecord(run_virtual(spec))
     with step("provision and deploy"):

@@ -28,8 +28,8 @@ import tty
 import weakref
 from pathlib import Path
 
-from harness.boards.base import Node
-from harness.errors import BoardError, HarnessError
+from flhil.harness.lab.boards.base import Node
+from flhil.harness.errors import BoardError, HarnessError
 
 SHIMS = Path(__file__).with_name("emulated_modules")
 BOOT_SCRIPT = SHIMS / "_flhil_boot.py"
@@ -350,7 +350,7 @@ class EmulatedBoard(Node):
     def node(self):
         """The SerialBoard that talks to this board through its pty (opened on first use)."""
         if self._node is None:
-            from harness.boards.serial_board import SerialBoard
+            from flhil.harness.lab.boards.serial_board import SerialBoard
             self._node = SerialBoard(self.name, port=self.port, log_dir=self.log_dir, address=self.address)
             self._node.kind = self.kind
         return self._node

@@ -1,4 +1,5 @@
-"""Command line: `python -m harness boards | emulate N | run SCENARIO | replay RECORD`."""
+"""The `fl-hil` command (also `python -m flhil.harness`): boards, emulate, run, replay, search,
+report, lint."""
 
 import argparse
 import signal
@@ -7,7 +8,7 @@ import threading
 
 
 def cmd_boards(args):
-    from harness.discovery import list_boards
+    from flhil.harness.lab.discovery import list_boards
     boards = list_boards()
     if not boards:
         print("no Raspberry Pi (USB vendor 0x2E8A) serial ports found")
@@ -18,7 +19,7 @@ def cmd_boards(args):
 
 
 def cmd_emulate(args):
-    from harness.boards.emulated import EmulatedLab
+    from flhil.harness.lab.boards.emulated import EmulatedLab
     lab = EmulatedLab(args.count, root=args.root, heap=args.heap, micropython=args.micropython,
                       ip_prefix=args.ip_prefix, autorun=not args.no_autorun)
     stop = threading.Event()
@@ -41,10 +42,11 @@ def cmd_emulate(args):
 def cmd_run(args):
     """Run a scenario file without pytest: every case, a summary line each, exit 1 on failure."""
     import os
-    from harness import labfile, scenario_run
-    from harness.errors import HarnessError
-    from harness.lab import Lab
-    from harness.scenario import load_scenario
+    from flhil.harness.config import lab as labfile
+    from flhil.harness.run import pipeline as scenario_run
+    from flhil.harness.errors import HarnessError
+    from flhil.harness.lab.lab import Lab
+    from flhil.harness.config.scenario import load_scenario
     try:
         scenario = load_scenario(args.scenario)
         lab_spec = labfile.load_lab(args.lab) if args.lab else labfile.default_emulated_lab(8)
@@ -74,12 +76,20 @@ def cmd_run(args):
 
 
 def cmd_replay(args):
-    from harness import replay_cli
+    from flhil.harness.run import replay as replay_cli
     return replay_cli.main([args.record] + (["--out", args.out] if args.out else []))
 
 
+def _forward(module, name="main"):
+    """A subcommand whose arguments the named module's own parser reads."""
+    def run(args):
+        import importlib
+        return getattr(importlib.import_module(module), name)(args.rest)
+    return run
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m harness", description="fl-hil harness")
+    parser = argparse.ArgumentParser(prog="fl-hil", description="fl-hil: hardware-in-the-loop tests of FL algorithms")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("boards", help="list attached Pico boards (USB vendor 0x2E8A)")
     p.set_defaults(func=cmd_boards)
@@ -104,6 +114,13 @@ def build_parser():
     p.add_argument("record")
     p.add_argument("--out", default=None, help="write the replay's record here")
     p.set_defaults(func=cmd_replay)
+    for name, module, text in (
+            ("search", "flhil.harness.run.search", "search fault schedules that break an algorithm's expectations"),
+            ("report", "flhil.harness.report.html", "build the offline HTML report from Allure results"),
+            ("lint", "flhil.harness.cli.lint", "check that the firmware compiles for MicroPython and imports nothing from the host")):
+        p = sub.add_parser(name, help=text, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=_forward(module))
     return parser
 
 

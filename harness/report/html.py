@@ -20,8 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import REPO
-from harness.errors import HarnessError
+from flhil.harness import REPO
+from flhil.harness.errors import HarnessError
 
 ROOT = Path(REPO)
 CONFIG = ROOT / "allurerc.mjs"
@@ -132,7 +132,7 @@ def strip_analytics(report_dir) -> int:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(
-        prog="python -m harness.htmlreport",
+        prog="fl-hil report",
         description="Build the HTML test report (Allure Report 3, offline) from pytest --alluredir results.")
     ap.add_argument("results", nargs="+", help="allure-results directory (or several, merged)")
     ap.add_argument("-o", "--output", default=None,

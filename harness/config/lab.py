@@ -31,8 +31,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from harness.errors import ConfigError
-from harness.schema import (At, Int, ListOf, Source, Str, Table, describe, optional, parse_toml,
+from flhil.harness.errors import ConfigError
+from flhil.harness.config.schema import (At, Int, ListOf, Source, Str, Table, describe, optional, parse_toml,
                             read_toml, required)
 
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")

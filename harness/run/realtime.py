@@ -10,8 +10,8 @@ import threading
 import time
 from dataclasses import dataclass, field, asdict
 
-from firmware.node import TIMING_DEFAULTS
-from harness.telemetry import parse_line
+from flhil.node import TIMING_DEFAULTS
+from flhil.harness.run.telemetry import parse_line
 
 DEFAULT_PORT = 6000
 TERMINAL = ("done",)

@@ -23,15 +23,15 @@ import json
 import math
 import time
 
-from firmware.clock import LoopClock, SkewedClock
-from firmware.entry import run_node
-from firmware.faults import clock_skew
-from firmware.memnet import MemoryNetwork, MemoryTransport
-from firmware.telemetry import Telemetry
-from firmware.transport import new_counts
-from firmware.wire import Codec, DEFAULT_MAX_FRAME
-from harness.runner import full_timing, node_summary, step_count
-from harness.scenario import ALGORITHM_APPS
+from flhil.clock import LoopClock, SkewedClock
+from flhil.entry import run_node
+from flhil.faults import clock_skew
+from flhil.memnet import MemoryNetwork, MemoryTransport
+from flhil.telemetry import Telemetry
+from flhil.transport import new_counts
+from flhil.wire import Codec, DEFAULT_MAX_FRAME
+from flhil.harness.run.realtime import full_timing, node_summary, step_count
+from flhil.harness.config.scenario import ALGORITHM_APPS
 
 # algorithm -> default app (as the scenario loader)
 DEFAULT_LATENCY_US = 100

@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend choice)
 
-from harness.record import RunRecord  # noqa: E402
+from flhil.harness.results.record import RunRecord  # noqa: E402
 
 FAULT_COLOURS = {
     "loss": "tab:red", "burst_loss": "tab:pink", "delay": "tab:orange", "dup": "tab:olive",

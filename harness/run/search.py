@@ -2,7 +2,7 @@
 breaks a property, shrink it to a minimal schedule, and write it out as a scenario file that can
 be committed as a regression test.
 
-    from harness.search import base_spec, expect_property, find_counterexample, write_scenario
+    from flhil.harness.run.search import base_spec, expect_property, find_counterexample, write_scenario
     spec = base_spec("decentralized", nodes=4)
     prop = expect_property({"all_return": True, "mass_conserved": {"tol": 1e-9}})
     plan, message = find_counterexample(spec, prop, max_examples=200)
@@ -11,7 +11,7 @@ be committed as a regression test.
 CLI: python -m harness.search --algorithm decentralized --nodes 4 --out scenarios/regressions/x.toml
 
 A property is a function record -> None (holds) or a message (broken); `expect_property` makes one
-from a scenario's [expect] table through harness.analysis, so what the search finds is exactly what
+from a scenario's [expect] table through flhil.harness.results.checks, so what the search finds is exactly what
 the committed scenario asserts. Runs are in virtual time and deterministic, so a plan that breaks
 the property once breaks it every time: shrinking and replaying are exact.
 """
@@ -23,7 +23,7 @@ import math
 import os
 import sys
 
-from harness.virtual import ALGORITHM_APPS, run_virtual
+from flhil.harness.run.virtual import ALGORITHM_APPS, run_virtual
 
 # what each algorithm's regression search asserts by default (scenario [expect] keys)
 DEFAULT_EXPECT = {
@@ -53,7 +53,7 @@ def base_spec(algorithm, nodes=4, iterations=3, seed=1, timing=None, args=None, 
 def expect_property(expect):
     """A property from a scenario [expect] table: None when every expectation holds, else the
     failures, one per line."""
-    from harness.analysis import evaluate
+    from flhil.harness.results.checks import evaluate
 
     def prop(record):
         report = evaluate(record, expect)
@@ -286,7 +286,7 @@ def run_scenario_file(path, seed=None):
 # -- CLI -------------------------------------------------------------------------------------------
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m harness.search",
+    ap = argparse.ArgumentParser(prog="fl-hil search",
                                  description="Search fault schedules that break an algorithm's expectations.")
     ap.add_argument("--algorithm", default="decentralized", choices=sorted(DEFAULT_EXPECT))
     ap.add_argument("--nodes", type=int, default=4)

@@ -12,7 +12,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.errors import HarnessError
+from flhil.harness import FIRMWARE_PACKAGE
+from flhil.harness.errors import HarnessError
 
 MANIFEST = "/flhil_manifest.json"
 RUN_CONFIG = "/flhil_run.json"
@@ -43,7 +44,7 @@ def build(firmware_dir, cache_dir=None, compile=True, keep_source=KEEP_SOURCE, m
 
     .py files are compiled to .mpy (except `keep_source`, relative paths) and cached under
     `cache_dir` by the hash of source, compiler version and arguments; other files go as they are.
-    `prefix` is a remote folder, e.g. "/firmware" so that `import firmware.node` works.
+    `prefix` is a remote folder, e.g. "/flhil" so that `import flhil.node` works.
     """
     root = Path(firmware_dir)
     if not root.is_dir():
@@ -154,13 +155,13 @@ BOARD_ENTRY = ("boot.py", "main.py")
 
 
 def build_firmware(firmware_dir, cache_dir=None, compile=True, mpy_cross="mpy-cross"):
-    """The fl-hil flash layout: the package under /firmware (so `import firmware.node` works) and
+    """The fl-hil flash layout: the package under /flhil (so `import flhil.node` works) and
     firmware/board/boot.py and main.py at the flash root, as source, where the board runs them."""
     keep = tuple("board/" + name for name in BOARD_ENTRY)
     files = build(firmware_dir, cache_dir, compile=compile, keep_source=keep, mpy_cross=mpy_cross,
-                  prefix="/firmware")
+                  prefix="/" + FIRMWARE_PACKAGE)
     for name in BOARD_ENTRY:
-        src = files.pop("/firmware/board/" + name, None)
+        src = files.pop("/%s/board/%s" % (FIRMWARE_PACKAGE, name), None)
         if src is not None:
             files["/" + name] = src
     return files

@@ -1,18 +1,18 @@
 """Checks that firmware/ stays portable: every module compiles with mpy-cross (MicroPython's own
 compiler) and imports only the firmware itself and modules MicroPython has.
-`python -m harness.lint_firmware` prints one line per problem and exits 1 if there is any."""
+`fl-hil lint` prints one line per problem and exits 1 if there is any."""
 import ast
 import os
 import subprocess
 import sys
 import tempfile
 
-from harness import FIRMWARE_DIR as FIRMWARE
+from flhil.harness import FIRMWARE_DIR as FIRMWARE
 
 # modules of MicroPython (rp2 and unix ports) that firmware may import
 ALLOWED = {"asyncio", "uasyncio", "binascii", "collections", "errno", "gc", "hashlib", "io", "json",
            "machine", "math", "micropython", "network", "os", "rp2", "select", "socket", "struct",
-           "sys", "time", "traceback", "firmware"}
+           "sys", "time", "traceback", "flhil"}
 
 
 def firmware_files():
@@ -56,7 +56,7 @@ def problems():
     return found
 
 
-def main():
+def main(argv=None):
     found = problems()
     for p in found:
         print(p)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 
-from firmware.apps import common
-from firmware.apps.common import odts_schedule  # re-exported: the firmware uses the same one
+from flhil.apps import common
+from flhil.apps.common import odts_schedule  # re-exported: the flhil uses the same one
 
 __all__ = [
     "initial_values", "centralized_rounds", "centralized_final", "decentralized_rounds",
@@ -188,7 +188,7 @@ def oracle_for(algorithm, n, args=None, seed=None, server=0):
         return {"final": rounds[-1], "rounds": rounds}
     if algorithm == "getmeas":
         # the app's own topology function decides the peers: one implementation for both sides
-        from firmware.apps.getmeas import neighbours
+        from flhil.apps.getmeas import neighbours
         topology, slots = args.get("topology", "complete"), int(args.get("slots", 1))
         final = []
         for i in range(n):
@@ -196,7 +196,7 @@ def oracle_for(algorithm, n, args=None, seed=None, server=0):
             final.append({"peers": peers, "slots": [getmeas_expected(i, peers)] * slots})
         return {"final": final, "rounds": None}
     if algorithm == "fedmean":
-        from firmware.apps import fedmean
+        from flhil.apps import fedmean
         kw = dict((k, args[k]) for k in ("iterations", "threshold", "samples") if k in args)
         return {"final": fedmean.oracle(n, seed if seed is not None else 1, server=server, **kw),
                 "rounds": None}
