@@ -117,7 +117,8 @@ def build_parser():
     for name, module, text in (
             ("search", "flhil.harness.run.search", "search fault schedules that break an algorithm's expectations"),
             ("report", "flhil.harness.report.html", "build the offline HTML report from Allure results"),
-            ("lint", "flhil.harness.cli.lint", "check that the firmware compiles for MicroPython and imports nothing from the host")):
+            ("lint", "flhil.harness.cli.lint",
+             "check that the firmware compiles for MicroPython and imports nothing from the host")):
         p = sub.add_parser(name, help=text, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=_forward(module))
