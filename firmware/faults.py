@@ -1,16 +1,16 @@
-"""The fault layer: a transport that wraps another and misbehaves on purpose, deterministically.
+"""The fault layer: a transport that wears another and misbehaves on purpose, deterministically,
+and the node-level faults (dropout and rejoin, slot jitter, clock skew) as one object.
 
 Link faults act on the sender's side, per (src, dst) link, each link drawing from its own
 generator seeded by (seed, src, dst), a fixed number of draws per matching rule and message, so the
 same seed and the same message sequence give the same faults whatever the timing. A `script` in the
 plan replaces the rules with exact per-message decisions (a recorded run, replayed). Start-up messages
-(hello, go) are never faulted: the faults under test are those of the FL protocol.
-Node-level faults (dropout, slot jitter, clock skew) are read from the plan by the node runtime
-through the helpers at the bottom of this module."""
+(hello, go) are never faulted: the faults under test are those of the FL protocol."""
 from flhil.compat import asyncio
 from flhil.prng import XorShift32, mix
+from flhil.transport import Transport
+from flhil.vocab import LOST_KINDS, STARTUP_PHASES
 
-EXEMPT_PHASES = ("hello", "go")
 REORDER_HOLD_MS = 50  # a held message goes out behind the next one, or after this long
 
 
@@ -31,8 +31,9 @@ class _LinkState:
         self.hold_task = None
 
 
-class FaultyTransport:
-    """Wears any Transport. Same interface: set_sink, set_peers, start, send, flush, close."""
+class FaultyTransport(Transport):
+    """A Transport that wears any other: faults are decided here, per message, and what passes
+    goes through the inner transport."""
 
     def __init__(self, inner, plan, node_id, seed, clock, tel, counts):
         self.inner = inner
@@ -112,14 +113,14 @@ class FaultyTransport:
         return False
 
     def broadcast(self, dsts, msg):
-        if msg.get("p") in EXEMPT_PHASES:
+        if msg.get("p") in STARTUP_PHASES:
             self.inner.broadcast(dsts, msg)
             return
         for dst in dsts:  # every link draws its own faults
             self.send(dst, msg)
 
     def send(self, dst, msg):
-        if msg.get("p") in EXEMPT_PHASES:
+        if msg.get("p") in STARTUP_PHASES:
             self.inner.send(dst, msg)
             return
         i = msg.get("i")
@@ -180,7 +181,7 @@ class FaultyTransport:
     def _replay(self, dst, msg):
         f = self.script.get((dst, msg["p"], msg["i"]))
         kind = f["kind"] if f else None
-        if kind in ("loss", "burst_loss", "partition"):
+        if kind in LOST_KINDS:
             self.counts["drop_fault"] += 1
             self._fault(kind, msg, dst)
             return
@@ -234,22 +235,71 @@ def has_link_faults(plan):
     return bool(plan.get("links") or plan.get("partitions") or plan.get("script"))
 
 
-def dropouts_for(plan, node_id):
-    return [d for d in plan.get("dropouts", ()) if d.get("node") == node_id]
-
-
-def slot_jitter_ms(plan, node_id):
-    """Largest slot start delay for this node (0: none)."""
-    worst = 0.0
-    for j in plan.get("slot_jitter", ()):
-        if _matches(j.get("node", "*"), node_id):
-            worst = max(worst, j.get("max_ms", 0.0))
-    return worst
-
-
 def clock_skew(plan, node_id):
     """(ppm, offset_ms) for this node, or None."""
     for s in plan.get("clock_skew", ()):
         if _matches(s.get("node", "*"), node_id):
             return s.get("ppm", 0.0), s.get("offset_ms", 0.0)
     return None
+
+
+UP = "up"
+DOWN = "down"        # dropped out, comes back at a later step
+DEAD = "dead"        # dropped out for good
+BACK = "back"        # up again at this step after being down at the step before
+
+
+class NodeFaults:
+    """The node-level faults of one node's plan, in one place: dropouts and rejoins by step
+    (iteration or slot), slot jitter and clock skew. `step(k)` tells the runtime what the node is
+    at step k and emits the crash and rejoin events at the edges."""
+
+    def __init__(self, plan, node_id, seed, tel):
+        self.tel = tel
+        self.dropouts = [d for d in plan.get("dropouts", ()) if d.get("node") == node_id]
+        worst = 0.0
+        for j in plan.get("slot_jitter", ()):
+            if _matches(j.get("node", "*"), node_id):
+                worst = max(worst, j.get("max_ms", 0.0))
+        self.jitter_ms = worst
+        self._jitter_rng = XorShift32(mix(plan.get("seed", seed), node_id, 0x5107))
+        self.skew = clock_skew(plan, node_id)  # (ppm, offset_ms) or None
+        self.down = False
+        self.dead = False
+        self.up_at = None  # while down: the step the node comes back at (None: never)
+
+    def step(self, k):
+        """UP, DOWN, DEAD or BACK at step k (BACK: up, and down when last asked)."""
+        state = UP
+        self.up_at = None
+        for d in self.dropouts:
+            at, down = d["at"], d.get("down")
+            if k == at:
+                self.tel.emit("fault", kind="crash", i=k, down=down)
+            if down is not None and k == at + down:
+                self.tel.emit("fault", kind="rejoin", i=k)
+            if k >= at and (down is None or k < at + down):
+                state = DEAD if down is None else DOWN
+                self.up_at = None if down is None else at + down
+        was_down = self.down
+        self.down = state != UP
+        if state == DEAD:
+            self.dead = True
+        if state == UP and was_down:
+            return BACK
+        return state
+
+    def rejoined(self, k):
+        """True at the step where the node comes back from a planned dropout."""
+        for d in self.dropouts:
+            if d.get("down") is not None and k == d["at"] + d["down"]:
+                return True
+        return False
+
+    def slot_delay_ms(self, slot):
+        """How late this slot's send starts (0 without slot jitter); the draw is a fault event."""
+        if not self.jitter_ms:
+            return 0
+        j = self._jitter_rng.uniform(0, self.jitter_ms)
+        self.tel.emit("fault", kind="slot_jitter", i=slot, ms=round(j, 3))
+        return j

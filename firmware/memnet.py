@@ -1,6 +1,6 @@
 """An in-memory network for the virtual-time lab: every node of a run in one event loop.
 
-`MemoryNetwork` is shared by the nodes of one run; `MemoryTransport` is a `Transport` like the TCP
+`MemoryNetwork` is shared by the nodes of one run; `MemoryTransport` is a `FramedTransport` like the TCP
 one, so encoding, authentication, the codec's checks, counting and the fault layer all run exactly
 as over TCP: frames travel as bytes (4-byte length + body) and are parsed again at the receiver.
 A frame arrives `latency_us` after it was sent, in order per (sender, receiver) link, like a TCP
@@ -13,7 +13,7 @@ CPython is what runs it (its event loop's `call_later` schedules the arrivals); 
 MicroPython-compatible because it lives in firmware/. No module-level state: everything belongs to
 a network object."""
 from flhil.compat import asyncio
-from flhil.transport import Transport, new_counts
+from flhil.transport import FramedTransport
 from flhil.wire import Rejected, HEADER
 
 
@@ -69,27 +69,26 @@ class MemoryNetwork:
             t.receive_frame(frame)
 
 
-class MemoryTransport(Transport):
+class MemoryTransport(FramedTransport):
     """A node's end of a MemoryNetwork. `counts` and `tel` may be None when the node runtime sets
     them (it does: Node replaces both with its own)."""
 
     needs_table = False  # peers are reached by id: the start-up go needs no address table
 
     def __init__(self, network, node_id, codec, counts=None, tel=None, max_queue=256):
-        Transport.__init__(self, node_id, codec, counts if counts is not None else new_counts(), tel,
-                           max_queue)
+        FramedTransport.__init__(self, node_id, codec, counts, tel, max_queue)
         self.network = network
-        self.peers = network.addresses  # shared, never written by a node (set_peers ignores tables)
+        self._peers = network.addresses  # shared, never written by a node (set_peers ignores tables)
         self.closed = False
 
     def set_peers(self, table):
         """Addresses are implicit in memory: a table (from the config or the coordinator) is ignored."""
 
     async def start(self):
-        self.address = ("mem", self.node_id)
+        self._address = ("mem", self.node_id)
         self.closed = False
         self.network.attach(self)
-        return self.address
+        return self._address
 
     def _send_frame(self, dst, frame):
         if self.closed:

@@ -8,10 +8,10 @@ import binascii
 
 from flhil.compat import asyncio, TimeoutError, heap, is_number, MICROPYTHON, version
 from flhil.clock import LoopClock, SkewedClock
-from flhil.faults import FaultyTransport, has_link_faults, dropouts_for, slot_jitter_ms, clock_skew
-from flhil.prng import XorShift32, mix
+from flhil.faults import FaultyTransport, NodeFaults, has_link_faults, UP, DOWN, DEAD, BACK
 from flhil.telemetry import Telemetry
-from flhil.transport import TcpTransport, new_counts
+from flhil.transport import TcpTransport
+from flhil.vocab import new_counts
 from flhil.wire import Codec, DEFAULT_MAX_FRAME
 
 TIMING_DEFAULTS = {
@@ -42,11 +42,14 @@ class Node:
         self.timing = timing
         self.plan = cfg.get("faults") or {}
         clock = clock or LoopClock()
-        skew = clock_skew(self.plan, self.id)
+        self.tel = tel or Telemetry(self.id, clock)
+        self.faults = NodeFaults(self.plan, self.id, self.seed, self.tel)
+        skew = self.faults.skew
         if skew is not None and skew[0]:
             clock = SkewedClock(clock, skew[0])
+            if tel is None:
+                self.tel.clock = clock
         self.clock = clock
-        self.tel = tel or Telemetry(self.id, clock)
         self.counts = new_counts()
         if transport is None:
             codec = Codec(cfg.get("run", ""), binascii.unhexlify(cfg.get("key", "")),
@@ -69,11 +72,6 @@ class Node:
         self._floor = {}         # phase -> lowest iteration still accepted
         self._arrival = asyncio.Event()
         self._seq = 0
-        self._dropouts = dropouts_for(self.plan, self.id)
-        self._jitter_ms = slot_jitter_ms(self.plan, self.id)
-        self._jitter_rng = XorShift32(mix(self.plan.get("seed", self.seed), self.id, 0x5107))
-        self.down = False
-        self._up_at = None       # while down: the step the node comes back at (None: never)
         self.status = "ok"
         self.t0 = None           # start of slot 0 in this node's clock
         self.slot = 0            # TDM slot counter, as upstream's timeSlot
@@ -96,6 +94,10 @@ class Node:
         return self.server
 
     # -- messages ----------------------------------------------------------------------------
+    @property
+    def down(self):
+        return self.faults.down
+
     def _send(self, dst, phase, i, value):
         if self.down:
             return
@@ -113,7 +115,7 @@ class Node:
 
     def _on_msg(self, msg):
         p, i, src = msg["p"], msg["i"], msg["s"]
-        if self.down and (self._up_at is None or i < self._up_at):
+        if self.faults.down and (self.faults.up_at is None or i < self.faults.up_at):
             return  # a message of the step the node comes back at may arrive before it wakes up
         if i < self._floor.get(p, 0):
             self.counts["stale"] += 1
@@ -214,7 +216,7 @@ class Node:
                 # when the table lacks some node
                 missing = [] if len(self.net.peers) >= self.n else \
                     [j for j in range(self.n) if j != self.id and j not in self.net.peers]
-        skew = clock_skew(self.plan, self.id)
+        skew = self.faults.skew
         if skew is not None:
             self.t0 += int(skew[1] * 1000)
             self.tel.emit("fault", kind="clock_skew", ppm=skew[0], offset_ms=skew[1])
@@ -223,37 +225,37 @@ class Node:
         self.tel.emit("ready", peers=len(self.net.peers), missing=missing, t0=self.t0)
 
     # -- node-level faults -------------------------------------------------------------------
-    def _dropout_state(self, step):
-        """'up', 'down' or 'dead' at this step; emits crash and rejoin events at the edges."""
-        state = "up"
-        self._up_at = None
-        for d in self._dropouts:
-            at, down = d["at"], d.get("down")
-            if step == at:
-                self.tel.emit("fault", kind="crash", i=step, down=down)
-            if down is not None and step == at + down:
-                self.tel.emit("fault", kind="rejoin", i=step)
-            if step >= at and (down is None or step < at + down):
-                state = "dead" if down is None else "down"
-                self._up_at = None if down is None else at + down
-        was_down = self.down
-        self.down = state != "up"
-        if was_down and not self.down:
-            # a restarted node remembers nothing it heard before (messages of this step that
-            # arrived while it was coming back are kept)
+    def _fault_state(self, step):
+        """UP, DOWN or DEAD at this step (faults.NodeFaults); a node that comes back remembers
+        nothing it heard before (messages of this step that arrived while it came back are kept)."""
+        state = self.faults.step(step)
+        if state == BACK:
             for key in [k for k in self._box if k[1] < step]:
                 del self._box[key]
-        if state == "dead":
+            state = UP
+        if state == DEAD:
             self.status = "crashed"
         return state
 
     def rejoined(self, step):
         """True at the step where this node comes back from a planned dropout: a restarted node
         has lost its RAM, so an app that keeps its own state (as ODTS does) resets it here."""
-        for d in self._dropouts:
-            if d.get("down") is not None and step == d["at"] + d["down"]:
-                return True
-        return False
+        return self.faults.rejoined(step)
+
+    async def _begin_round(self, k, need, data, initial):
+        """Round k under the node-level faults: (start, state, data). A node that is down sleeps
+        through the round (and reports it skipped); one that comes back starts from `initial`."""
+        state = self._fault_state(k)
+        if state == DEAD:
+            return None, state, data
+        if self.rejoined(k):
+            data = initial
+        start = self.clock.now_us()
+        self.tel.emit("round_start", i=k)
+        if state == DOWN:
+            await self.clock.sleep_until(start + int(self.timing["round_ms"] * 1000))
+            self._round_end(k, 0, need, True, data, down=True)
+        return start, state, data
 
     def _metric(self, data):
         if self.metric is not None:
@@ -281,16 +283,10 @@ class Node:
         clients = [j for j in range(self.n) if j != self.id]
         need = len(clients) if self.strict else _quorum(self.timing["quorum"], len(clients))
         for k in range(iterations):
-            state = self._dropout_state(k)
-            if state == "dead":
+            start, state, data = await self._begin_round(k, need, data, initial)
+            if state == DEAD:
                 return None
-            if self.rejoined(k):
-                data = initial
-            start = self.clock.now_us()
-            self.tel.emit("round_start", i=k)
-            if state == "down":
-                await self.clock.sleep_until(start + int(self.timing["round_ms"] * 1000))
-                self._round_end(k, 0, need, True, data, down=True)
+            if state == DOWN:
                 continue
             self._raise_floor("cu", k)
             self._broadcast(clients, "cd", k, data)
@@ -309,16 +305,10 @@ class Node:
         initial = data
         k = 0
         while k < iterations:
-            state = self._dropout_state(k)
-            if state == "dead":
+            start, state, data = await self._begin_round(k, 1, data, initial)
+            if state == DEAD:
                 return None
-            if self.rejoined(k):
-                data = initial
-            start = self.clock.now_us()
-            self.tel.emit("round_start", i=k)
-            if state == "down":
-                await self.clock.sleep_until(start + int(self.timing["round_ms"] * 1000))
-                self._round_end(k, 0, 1, True, data, down=True)
+            if state == DOWN:
                 k += 1
                 continue
             self._raise_floor("cd", k)
@@ -361,16 +351,10 @@ class Node:
         self._dec = {"hist": {}, "cb": client_cb, "priv": privateData, "step": 0, "answered": {}}
         data = localData
         for k in range(noIterations):
-            state = self._dropout_state(k)
-            if state == "dead":
+            start, state, data = await self._begin_round(k, len(peers), data, initial)
+            if state == DEAD:
                 return None
-            if self.rejoined(k):
-                data = initial
-            start = self.clock.now_us()
-            self.tel.emit("round_start", i=k)
-            if state == "down":
-                await self.clock.sleep_until(start + int(self.timing["round_ms"] * 1000))
-                self._round_end(k, 0, len(peers), True, data, down=True)
+            if state == DOWN:
                 continue
             hist = self._dec["hist"]
             hist[k] = data
@@ -420,20 +404,15 @@ class Node:
         self.slot += 1
         slot_us = int(self.timing["slot_ms"] * 1000)
         start = self.t0 + s * slot_us
-        if self._jitter_ms:
-            j = self._jitter_rng.uniform(0, self._jitter_ms)
-            self.tel.emit("fault", kind="slot_jitter", i=s, ms=round(j, 3))
-            await self.clock.sleep_until(start + int(j * 1000))
-        else:
-            await self.clock.sleep_until(start)
-        state = self._dropout_state(s)
+        await self.clock.sleep_until(start + int(self.faults.slot_delay_ms(s) * 1000))
+        state = self._fault_state(s)
         late = self.clock.now_us() - start
         self.tel.emit("slot_start", i=s, peers=list(peerIds), late=late)
-        if state != "up" or odata is None:
+        if state != UP or odata is None:
             self._raise_floor("t", s + 1)
             await self.clock.sleep_until(start + slot_us)
             self.tel.emit("slot_end", i=s, got=[], miss=[] if odata is None else list(peerIds),
-                          skipped=True, down=state != "up")
+                          skipped=True, down=state != UP)
             return None
         self._raise_floor("t", s)
         for p in peerIds:

@@ -1,72 +1,112 @@
-"""Transports move frames between nodes. `Transport` holds what every transport shares (encoding,
-authentication, counting, delivery); `TcpTransport` implements it on asyncio streams with one
-persistent connection per peer and direction. The in-memory transport lives in `memnet.py`."""
+"""Transports move messages between nodes.
+
+`Transport` is the interface the node runtime uses. `FramedTransport` implements what the real
+media share (encoding, authentication, counting, delivery); `TcpTransport` puts its frames on
+asyncio streams, one persistent connection per peer and direction, and `MemoryTransport`
+(memnet.py) on an in-memory network in virtual time. The fault layer (`faults.FaultyTransport`)
+is a Transport that wears another one, so any transport can carry faults."""
 from flhil.compat import asyncio, MICROPYTHON, TimeoutError
+from flhil.vocab import new_counts
 from flhil.wire import Rejected, HEADER
-
-COUNTERS = ("sent", "recv", "drop_fault", "duplicate", "stale", "rejected", "overflow")
-
-
-def new_counts():
-    counts = {}
-    for k in COUNTERS:
-        counts[k] = 0
-    return counts
 
 
 class Transport:
-    """send(dst, msg) never blocks and never raises: a frame that cannot go out is counted."""
+    """What a node needs from its network. `send` never blocks and never raises: a message that
+    cannot go out is counted. `counts` and `tel` are the node's (the runtime sets them)."""
+
+    counts = None
+    tel = None
+    needs_table = True  # False: peers are reached by id and need no address table at start-up
+
+    @property
+    def address(self):
+        """(host, port) this node listens on, once started."""
+        raise NotImplementedError
+
+    @property
+    def peers(self):
+        """{node id: (host, port)} known so far."""
+        raise NotImplementedError
+
+    def set_sink(self, fn):
+        """fn(message dict) receives every accepted message."""
+        raise NotImplementedError
+
+    def set_peers(self, table):
+        raise NotImplementedError
+
+    async def start(self):
+        """Start listening; returns this node's address."""
+        raise NotImplementedError
+
+    def send(self, dst, msg):
+        raise NotImplementedError
+
+    def broadcast(self, dsts, msg):
+        """The same message to several peers."""
+        for dst in dsts:
+            self.send(dst, msg)
+
+    async def flush(self, timeout_s):
+        """Wait (bounded) until what was sent has left."""
+
+    async def close(self):
+        raise NotImplementedError
+
+
+class FramedTransport(Transport):
+    """Frames (wire.py) on a medium: subclasses implement `start`, `_send_frame` and `close`."""
 
     def __init__(self, node_id, codec, counts, tel, max_queue=256):
         self.node_id = node_id
         self.codec = codec
-        self.counts = counts
+        self.counts = counts if counts is not None else new_counts()
         self.tel = tel
         self.max_queue = max_queue
-        self.peers = {}
-        self.address = None
+        self._peers = {}
+        self._address = None
         self._sink = None
+
+    @property
+    def address(self):
+        return self._address
+
+    @property
+    def peers(self):
+        return self._peers
 
     def set_sink(self, fn):
         self._sink = fn
 
     def set_peers(self, table):
         for k in table:
-            self.peers[int(k)] = (table[k][0], int(table[k][1]))
-
-    async def start(self):
-        raise NotImplementedError
+            self._peers[int(k)] = (table[k][0], int(table[k][1]))
 
     def send(self, dst, msg):
-        try:
-            frame = self.codec.encode(msg)
-        except Rejected as e:
-            self.counts["overflow"] += 1
-            self.tel.emit("drop", why=e.why, dst=dst, p=msg.get("p"), i=msg.get("i"))
-            return
-        self.counts["sent"] += 1
-        self._send_frame(dst, frame)
+        frame = self._encode(msg, dst)
+        if frame is not None:
+            self.counts["sent"] += 1
+            self._send_frame(dst, frame)
 
     def broadcast(self, dsts, msg):
-        """The same message to several peers, encoded once: on a 192 KB heap, n copies of a
-        frame (the start-up peer table, a model) fragment the heap of a server with many peers."""
-        try:
-            frame = self.codec.encode(msg)
-        except Rejected as e:
-            self.counts["overflow"] += 1
-            self.tel.emit("drop", why=e.why, p=msg.get("p"), i=msg.get("i"))
+        """Encoded once: on a 192 KB heap, n copies of a frame (the start-up peer table, a model)
+        fragment the heap of a server with many peers."""
+        frame = self._encode(msg, None)
+        if frame is None:
             return
         for dst in dsts:
             self.counts["sent"] += 1
             self._send_frame(dst, frame)
 
+    def _encode(self, msg, dst):
+        try:
+            return self.codec.encode(msg)
+        except Rejected as e:
+            self.counts["overflow"] += 1
+            self.tel.emit("drop", why=e.why, dst=dst, p=msg.get("p"), i=msg.get("i"))
+            return None
+
     def _send_frame(self, dst, frame):
-        raise NotImplementedError
-
-    async def flush(self, timeout_s):
-        """Wait (bounded) until queued frames are written."""
-
-    async def close(self):
         raise NotImplementedError
 
     def reject(self, why, detail="", src=None):
@@ -152,9 +192,9 @@ class _Link:
         self._drop_writer()
 
 
-class TcpTransport(Transport):
+class TcpTransport(FramedTransport):
     def __init__(self, node_id, listen, codec, counts, tel, max_queue=256):
-        Transport.__init__(self, node_id, codec, counts, tel, max_queue)
+        FramedTransport.__init__(self, node_id, codec, counts, tel, max_queue)
         self.listen = (listen[0], int(listen[1]))
         self._server = None
         self._links = {}
@@ -167,8 +207,8 @@ class TcpTransport(Transport):
         self._server = await asyncio.start_server(self._serve, host, port)
         if port == 0:
             port = self._server.sockets[0].getsockname()[1]
-        self.address = (host, port)
-        return self.address
+        self._address = (host, port)
+        return self._address
 
     def _send_frame(self, dst, frame):
         link = self._links.get(dst)

@@ -8,10 +8,10 @@ import json
 import struct
 
 from flhil.auth import Hmac, TAG_LEN
+from flhil.vocab import PHASES
 
 HEADER = 4
 DEFAULT_MAX_FRAME = 16384
-PHASES = ("hello", "go", "cd", "cu", "d1", "d2", "t")
 
 
 class Rejected(Exception):

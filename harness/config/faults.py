@@ -11,12 +11,13 @@ from __future__ import annotations
 import copy
 from typing import Any, Iterable
 
+from flhil.vocab import MESSAGE_FAULT_KINDS, PLAN_FAULT_KINDS, FL_PHASES
+
 from flhil.harness.config.schema import (At, AnyOf, Checked, Float, Int, ListOf, Probability, Source,
                             Spec, Str, Table, describe, optional, required)
 
 # Every kind `kinds()` can report; "none" stands for an empty plan.
-FAULT_KINDS = ("none", "loss", "burst_loss", "delay", "dup", "reorder", "partition", "dropout",
-               "rejoin", "slot_jitter", "clock_skew")
+FAULT_KINDS = ("none",) + PLAN_FAULT_KINDS
 
 SEED_MAX = 2**32 - 1  # the fault layer seeds xorshift32 generators
 PLAN_LISTS = ("links", "partitions", "dropouts", "slot_jitter", "clock_skew")
@@ -126,9 +127,9 @@ def fault_plan_spec(nodes: int | None = None) -> Table:
     scripted = Table({
         "src": required(node),
         "dst": required(node),
-        "p": required(Str(choices=("cd", "cu", "d1", "d2", "t"))),
+        "p": required(Str(choices=FL_PHASES)),
         "i": required(Int(0, expected="an iteration or slot >= 0")),
-        "kind": required(Str(choices=("loss", "burst_loss", "partition", "delay", "dup", "reorder"))),
+        "kind": required(Str(choices=MESSAGE_FAULT_KINDS)),
         "ms": Float(0),
     })
     return Table({

@@ -18,30 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from flhil.harness.errors import ConfigError
+from flhil.vocab import ALGORITHMS, DROP_COUNTERS, FAULT_KINDS
 from flhil.harness.config.faults import SEED_MAX, fault_plan_spec, normalise_fault_plan
 from flhil.harness.config.schema import (At, AnyValue, Bool, Checked, Float, Int, ListOf, Number, Source, Spec,
                             Str, Table, format_key_path, optional, parse_key_path, parse_toml,
                             read_toml, required, spec_at)
 
-# algorithm -> its default app (module in firmware/apps/)
-ALGORITHM_APPS = {
-    "centralized": "central_avg",
-    "decentralized": "decentral_avg",
-    "tdm": "odts",
-    "getmeas": "getmeas",
-    "logreg": "logreg",
-    "fedmean": "fedmean",
-}
-
+ALGORITHM_APPS = ALGORITHMS
 MAX_NODES = 256
-
-# `kind` values of telemetry `fault` events (what `faults_seen` is matched against)
-SEEN_FAULT_KINDS = ("loss", "burst_loss", "delay", "dup", "reorder", "partition", "crash",
-                    "rejoin", "slot_jitter", "clock_skew")
-
-# receiver-side counters `drops` may bound: `drop` reasons and `counts` counters
-DROP_COUNTERS = ("oversize", "truncated", "bad_tag", "bad_json", "bad_fields", "other_run",
-                 "duplicate", "stale", "overflow", "rejected", "drop_fault")
 
 # top-level keys a [params] path may not target: they describe the file, not a run
 _NOT_PARAMETERS = {
@@ -218,8 +202,8 @@ def _expect_spec(count: int | None) -> Table:
             (at / "min").fail(f"expected at most {count - 1} (the clients of {count} nodes), "
                               f"got {table['min']}")
 
-    fault_kind = Checked(Str(choices=SEEN_FAULT_KINDS + ("dropout",),
-                             expected="a fault kind: " + ", ".join(SEEN_FAULT_KINDS)), _seen_kind)
+    fault_kind = Checked(Str(choices=FAULT_KINDS + ("dropout",),
+                             expected="a fault kind: " + ", ".join(FAULT_KINDS)), _seen_kind)
     drop_keys = [f"{counter}_{bound}" for counter in DROP_COUNTERS for bound in ("min", "max")]
     return Table({
         "oracle": Bool(),

@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass, field
 
 from flhil.apps import common
 from flhil.harness.results import oracles
-from flhil.harness.results.record import CENTRALIZED_KINDS, RunRecord
+from flhil.harness.results.record import RunRecord
+from flhil.vocab import CENTRALIZED_ALGORITHMS
 
 DEFAULT_REL = 1e-6
 
@@ -485,7 +486,7 @@ def check_protocol(record):
     out = []
     rejoined = {f.get("n") for f in record.faults() if f.get("kind") == "rejoin"}
     for node in record.node_ids():
-        if algo in CENTRALIZED_KINDS:
+        if algo in CENTRALIZED_ALGORITHMS:
             limit = n - 1 if node == server else 1
         else:
             limit = n - 1

@@ -9,14 +9,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-# Algorithms whose app follows the fl_centralized pattern (server + clients, phases cd/cu).
-CENTRALIZED_KINDS = ("centralized", "logreg", "fedmean")
-# Apps named in firmware/apps/ and the algorithm they implement, for records whose spec lacks
-# an explicit algorithm.
-APP_ALGORITHMS = {
-    "central_avg": "centralized", "decentral_avg": "decentralized", "odts": "tdm",
-    "getmeas": "getmeas", "logreg": "logreg", "fedmean": "fedmean", "fed_mean": "fedmean",
-}
+from flhil.vocab import ALGORITHMS
+
+# the algorithm an app implements, for records whose spec names only the app
+APP_ALGORITHMS = {app: algorithm for algorithm, app in ALGORITHMS.items()}
 
 
 @dataclass

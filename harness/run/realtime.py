@@ -11,10 +11,10 @@ import time
 from dataclasses import dataclass, field, asdict
 
 from flhil.node import TIMING_DEFAULTS
+from flhil.vocab import TERMINAL_EVENT
 from flhil.harness.run.telemetry import parse_line
 
 DEFAULT_PORT = 6000
-TERMINAL = ("done",)
 
 
 def full_timing(timing):
@@ -110,7 +110,7 @@ class _Gatherer(threading.Thread):
                     self.events.append(ev)
                     if ev.get("ev") == "ready":
                         self.ready.set()
-                    if ev.get("ev") in TERMINAL:
+                    if ev.get("ev") == TERMINAL_EVENT:
                         self.finished = True
                         return
         except Exception as e:  # a broken board must not take the other nodes' results with it

@@ -31,7 +31,7 @@ from flhil.telemetry import Telemetry
 from flhil.transport import new_counts
 from flhil.wire import Codec, DEFAULT_MAX_FRAME
 from flhil.harness.run.realtime import full_timing, node_summary, step_count
-from flhil.harness.config.scenario import ALGORITHM_APPS
+from flhil.vocab import ALGORITHMS as ALGORITHM_APPS, MESSAGE_FAULT_KINDS, PHASES
 
 # algorithm -> default app (as the scenario loader)
 DEFAULT_LATENCY_US = 100
@@ -368,9 +368,8 @@ def statuses(record):
 
 # -- replay ----------------------------------------------------------------------------------------
 
-MESSAGE_FAULT_KINDS = ("loss", "burst_loss", "partition", "delay", "dup", "reorder")
 NODE_FAULT_KEYS = ("seed", "dropouts", "slot_jitter", "clock_skew")
-_PHASE_ORDER = {"hello": 0, "go": 1, "cd": 2, "cu": 3, "d1": 4, "d2": 5, "t": 6}
+_PHASE_ORDER = {p: k for k, p in enumerate(PHASES)}
 # one script entry per message: a message that was dropped was neither delayed nor duplicated
 # as far as its receiver could tell; among the others the delay (timing) is kept first
 _KIND_RANK = {"loss": 0, "burst_loss": 0, "partition": 0, "delay": 1, "dup": 2, "reorder": 3}

@@ -1,0 +1,60 @@
+"""fl-hil's vocabulary, defined once: the names the nodes put on the wire and in telemetry, and
+the names the harness, the plugin, reports and docs read back. Plain tuples and dicts, so a board
+imports it too; nothing else in fl-hil spells these lists out."""
+
+# -- messages (wire.py) ------------------------------------------------------------------------
+# phase of a message: start-up (hello, go), centralized (cd: server to client, cu: client to
+# server), decentralized (d1, d2), TDM slot (t)
+PHASES = ("hello", "go", "cd", "cu", "d1", "d2", "t")
+STARTUP_PHASES = ("hello", "go")  # never faulted: the faults under test are the FL protocol's
+FL_PHASES = ("cd", "cu", "d1", "d2", "t")
+
+# -- telemetry (telemetry.py; docs/design.md "Telemetry") --------------------------------------
+EVENTS = ("boot", "listen", "ready", "round_start", "round_end", "slot_start", "slot_end",
+          "slot_value", "fault", "drop", "waiting", "heap", "counts", "result", "error", "done")
+TERMINAL_EVENT = "done"
+
+# `kind` of a `fault` event: what the fault layer injected
+LOST_KINDS = ("loss", "burst_loss", "partition")            # the message never left
+MESSAGE_FAULT_KINDS = LOST_KINDS + ("delay", "dup", "reorder")  # per message: replayable as a script
+NODE_FAULT_KINDS = ("crash", "rejoin", "slot_jitter", "clock_skew")
+FAULT_KINDS = MESSAGE_FAULT_KINDS + NODE_FAULT_KINDS
+# a fault plan's dropout shows as `crash` (and `rejoin` when the node comes back)
+PLAN_FAULT_KINDS = ("loss", "burst_loss", "delay", "dup", "reorder", "partition", "dropout", "rejoin",
+                    "slot_jitter", "clock_skew")
+
+# `why` of a `drop` event: what a receiver refused
+FRAME_REJECTS = ("oversize", "truncated", "bad_tag", "bad_json", "bad_fields", "other_run")
+MESSAGE_DROPS = ("duplicate", "stale", "overflow")
+DROP_REASONS = FRAME_REJECTS + MESSAGE_DROPS
+
+# fields of a `counts` event: a node's transport counters
+COUNTERS = ("sent", "recv", "drop_fault", "duplicate", "stale", "rejected", "overflow")
+# what `[expect] drops` may bound: drop reasons (counted from `drop` events) and the counters of
+# refused or lost messages
+DROP_COUNTERS = DROP_REASONS + ("rejected", "drop_fault")
+
+# -- node outcome ----------------------------------------------------------------------------
+# ok: returned a result; crashed: killed by the fault plan; error: raised or reported an error;
+# timeout: still running at the run's deadline; missing: never reported anything
+STATUSES = ("ok", "crashed", "error", "timeout", "missing")
+
+# -- algorithms and the apps that implement them (firmware/apps/) ------------------------------
+ALGORITHMS = {
+    "centralized": "central_avg",
+    "decentralized": "decentral_avg",
+    "tdm": "odts",
+    "getmeas": "getmeas",
+    "logreg": "logreg",
+    "fedmean": "fedmean",
+}
+# algorithms that run fl_centralized: one server, clients answer it (phases cd / cu)
+CENTRALIZED_ALGORITHMS = ("centralized", "logreg", "fedmean")
+
+
+def new_counts():
+    """A zeroed set of transport counters."""
+    counts = {}
+    for k in COUNTERS:
+        counts[k] = 0
+    return counts
