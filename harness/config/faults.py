@@ -6,15 +6,15 @@ milliseconds as floats. Keys whose default is "absent" (`rounds`, `burst`, `down
 time window) stay absent rather than null, so the firmware may test them with `in` or `.get`.
 """
 
-from __future__ import annotations
-
 import copy
-from typing import Any, Iterable
+from typing import Annotated, Any, Iterable
 
-from flhil.vocab import MESSAGE_FAULT_KINDS, PLAN_FAULT_KINDS, FL_PHASES
+from pydantic import Field
 
-from flhil.harness.config.schema import (At, AnyOf, Checked, Float, Int, ListOf, Probability, Source,
-                            Spec, Str, Table, describe, optional, required)
+from flhil.harness.config.model import (ConfigModel, Expect, Float, Int, NodeId, NodeOrAll, OneOf,
+                                        Probability, validate)
+from flhil.harness.config.toml import At, Source, describe
+from flhil.vocab import FL_PHASES, MESSAGE_FAULT_KINDS, PLAN_FAULT_KINDS
 
 # Every kind `kinds()` can report; "none" stands for an empty plan.
 FAULT_KINDS = ("none",) + PLAN_FAULT_KINDS
@@ -23,129 +23,136 @@ SEED_MAX = 2**32 - 1  # the fault layer seeds xorshift32 generators
 PLAN_LISTS = ("links", "partitions", "dropouts", "slot_jitter", "clock_skew")
 
 
-def _node_id(nodes: int | None) -> Spec:
-    if nodes is None:
-        return Int(0, expected="a node id (an integer >= 0)")
-    return Int(0, nodes - 1, expected=f"a node id from 0 to {nodes - 1}")
+Rounds = Annotated[list[Int(0)],
+                   Field(min_length=2, max_length=2),
+                   Expect("[first, last]: two iterations or slots >= 0 with first <= last")]
 
 
-def _node_or_all(nodes: int | None) -> Spec:
-    node = _node_id(nodes)
-    return AnyOf(node, Str(choices=["*"]), expected=f'{node.expected} or "*"')
+def _ordered(rounds, at):
+    if rounds is not None and rounds[0] > rounds[1]:
+        at.fail(f"expected [first, last] with first <= last, got {describe(rounds)}")
 
 
-def _ordered_pair(value, at):
-    if value[0] > value[1]:
-        at.fail(f"expected [first, last] with first <= last, got {describe(value)}")
+class Burst(ConfigModel):
+    """Gilbert-Elliott bursty loss."""
+    p: Float(0, 1, lo_open=True, expected="a probability > 0 and <= 1",
+             description="probability of moving from the good to the bad state, per message")
+    r: Float(0, 1, lo_open=True, expected="a probability > 0 and <= 1",
+             description="probability of moving from the bad state back to the good one")
+    loss_good: Probability(description="loss probability in the good state") = 0.0
+    loss_bad: Probability(description="loss probability in the bad state") = 1.0
 
 
-ROUNDS = Checked(ListOf(Int(0), min_len=2, max_len=2), _ordered_pair,
-                 expected="[first, last]: two iterations or slots >= 0 with first <= last")
+class Link(ConfigModel):
+    """Faults on every message sent from src to dst."""
+    src: NodeOrAll(description='sending node id, or "*"') = "*"
+    dst: NodeOrAll(description='receiving node id, or "*"') = "*"
+    loss: Probability(description="random loss probability") = 0.0
+    burst: Burst | None = Field(None, description="Gilbert-Elliott bursty loss")
+    delay_ms: Float(0, description="added delay") = 0.0
+    jitter_ms: Float(0, description="uniform jitter in [-jitter, +jitter] around the delay, clipped at 0") = 0.0
+    dup: Probability(description="probability of sending a copy") = 0.0
+    reorder: Probability(description="probability of holding a message behind the next one") = 0.0
+    rounds: Rounds | None = Field(None, description="only iterations/slots first..last (inclusive)")
+
+    def check(self, at, ctx):
+        _ordered(self.rounds, at / "rounds")
+        if isinstance(self.src, int) and self.src == self.dst:
+            (at / "dst").fail(f"src and dst are both node {self.src}; a node sends nothing to itself")
 
 
-def _link_not_to_itself(link, at):
-    if isinstance(link["src"], int) and link["src"] == link["dst"]:
-        (at / "dst").fail(f"src and dst are both node {link['src']}; a node sends nothing to itself")
+class Partition(ConfigModel):
+    """No traffic between groups, for some rounds or a time window; heals afterwards."""
+    groups: Annotated[list[Annotated[list[NodeId()], Field(min_length=1)]], Field(min_length=2),
+                      Expect("a list of at least 2 groups of node ids")] = Field(
+        description="disjoint groups of node ids; nodes not listed are unaffected")
+    rounds: Rounds | None = Field(None, description="iterations/slots first..last")
+    start_ms: Float(0, description="window start, from the start barrier") | None = None
+    end_ms: Float(0, description="window end, from the start barrier") | None = None
+
+    def check(self, at, ctx):
+        _ordered(self.rounds, at / "rounds")
+        seen: dict[int, int] = {}
+        for g, group in enumerate(self.groups):
+            for k, node in enumerate(group):
+                if node in seen:
+                    where = "twice in group" if seen[node] == g else f"in groups {seen[node]} and"
+                    (at / "groups" / g / k).fail(f"node {node} is {where} {g}; groups must be disjoint")
+                seen[node] = g
+        has_time = self.start_ms is not None or self.end_ms is not None
+        if has_time and self.rounds is not None:
+            at.fail("give either rounds or start_ms/end_ms, not both")
+        if has_time:
+            if self.start_ms is None:
+                self.start_ms = 0.0
+            if self.end_ms is not None and self.end_ms <= self.start_ms:
+                (at / "end_ms").fail(f"expected end_ms > start_ms ({self.start_ms:g}), got {self.end_ms:g}")
 
 
-def _disjoint_groups(partition, at):
-    seen: dict[int, int] = {}
-    for g, group in enumerate(partition["groups"]):
-        for k, node in enumerate(group):
-            if node in seen:
-                where = "twice in group" if seen[node] == g else f"in groups {seen[node]} and"
-                (at / "groups" / g / k).fail(f"node {node} is {where} {g}; groups must be disjoint")
-            seen[node] = g
+class Dropout(ConfigModel):
+    """A node dies at a step and maybe comes back (its local model reset)."""
+    node: NodeId(description="the node that drops out")
+    at: Int(0, expected="an iteration or slot >= 0", description="iteration or slot at which it dies")
+    down: Int(1, expected="a number of steps >= 1 (leave it out for a node that never returns)",
+              description="steps it stays down; absent: it never comes back") | None = None
 
 
-def _one_window(partition, at):
-    has_time = "start_ms" in partition or "end_ms" in partition
-    if has_time and "rounds" in partition:
-        at.fail("give either rounds or start_ms/end_ms, not both")
-    if has_time:
-        partition.setdefault("start_ms", 0.0)
-        end = partition.get("end_ms")
-        if end is not None and end <= partition["start_ms"]:
-            (at / "end_ms").fail(f"expected end_ms > start_ms ({partition['start_ms']:g}), got {end:g}")
+class SlotJitter(ConfigModel):
+    """Each TDM slot's send starts late by a uniform draw."""
+    node: NodeOrAll(description='node id, or "*"') = "*"
+    max_ms: Float(0, description="the largest lateness, ms")
 
 
-def _dropouts_do_not_overlap(plan, at):
-    """A node cannot die again before it has come back."""
-    busy: dict[int, tuple[int, int]] = {}  # node -> (index of its last dropout, step it is back)
-    order = sorted(range(len(plan["dropouts"])), key=lambda i: plan["dropouts"][i]["at"])
-    for i in order:
-        dropout = plan["dropouts"][i]
-        node, start = dropout["node"], dropout["at"]
-        if node in busy and start < busy[node][1]:
-            (at / "dropouts" / i).fail(
-                f"node {node} is still down from dropouts[{busy[node][0]}] at step {start}")
-        back = start + dropout["down"] if "down" in dropout else float("inf")
-        busy[node] = (i, back)
+class ClockSkew(ConfigModel):
+    """A node's clock runs fast or slow and its slot 0 starts off."""
+    node: NodeOrAll(description='node id, or "*"')
+    ppm: Float(-1e6, 1e6, lo_open=True, hi_open=True, description="clock rate error, parts per million") = 0.0
+    offset_ms: Float(description="error of the node's slot-0 start, ms") = 0.0
 
 
-def fault_plan_spec(nodes: int | None = None) -> Table:
-    """Schema of the fault plan; node ids are range-checked when the node count is known."""
-    node, node_or_all = _node_id(nodes), _node_or_all(nodes)
-    burst = Table({
-        "p": required(Float(0, 1, min_open=True, expected="a probability > 0 and <= 1")),
-        "r": required(Float(0, 1, min_open=True, expected="a probability > 0 and <= 1")),
-        "loss_good": optional(Probability(), 0.0),
-        "loss_bad": optional(Probability(), 1.0),
-    }, expected="a table { p, r, loss_good, loss_bad } (Gilbert-Elliott)")
-    link = Table({
-        "src": optional(node_or_all, "*"),
-        "dst": optional(node_or_all, "*"),
-        "loss": optional(Probability(), 0.0),
-        "burst": burst,
-        "delay_ms": optional(Float(0), 0.0),
-        "jitter_ms": optional(Float(0), 0.0),
-        "dup": optional(Probability(), 0.0),
-        "reorder": optional(Probability(), 0.0),
-        "rounds": ROUNDS,
-    }, checks=[_link_not_to_itself])
-    group = ListOf(node, min_len=1)
-    partition = Table({
-        "groups": required(ListOf(group, min_len=2, expected="a list of at least 2 groups of node ids")),
-        "rounds": ROUNDS,
-        "start_ms": Float(0),
-        "end_ms": Float(0),
-    }, checks=[_disjoint_groups, _one_window])
-    dropout = Table({
-        "node": required(node),
-        "at": required(Int(0, expected="an iteration or slot >= 0")),
-        "down": Int(1, expected="a number of steps >= 1 (leave it out for a node that never returns)"),
-    })
-    slot_jitter = Table({
-        "node": optional(node_or_all, "*"),
-        "max_ms": required(Float(0)),
-    })
-    clock_skew = Table({
-        "node": required(node_or_all),
-        "ppm": optional(Float(-1e6, 1e6, min_open=True, max_open=True), 0.0),
-        "offset_ms": optional(Float(), 0.0),
-    })
-    scripted = Table({
-        "src": required(node),
-        "dst": required(node),
-        "p": required(Str(choices=FL_PHASES)),
-        "i": required(Int(0, expected="an iteration or slot >= 0")),
-        "kind": required(Str(choices=MESSAGE_FAULT_KINDS)),
-        "ms": Float(0),
-    })
-    return Table({
-        "seed": Int(0, SEED_MAX),
-        "script": optional(ListOf(scripted, expected="an array of tables [[faults.script]]"), []),
-        "links": optional(ListOf(link, expected="an array of tables [[faults.links]]"), []),
-        "partitions": optional(ListOf(partition, expected="an array of tables [[faults.partitions]]"), []),
-        "dropouts": optional(ListOf(dropout, expected="an array of tables [[faults.dropouts]]"), []),
-        "slot_jitter": optional(ListOf(slot_jitter, expected="an array of tables [[faults.slot_jitter]]"), []),
-        "clock_skew": optional(ListOf(clock_skew, expected="an array of tables [[faults.clock_skew]]"), []),
-    }, checks=[_dropouts_do_not_overlap])
+class Scripted(ConfigModel):
+    """One exact decision on one message, recorded from an earlier run (replay)."""
+    src: NodeId(description="sender")
+    dst: NodeId(description="receiver")
+    p: OneOf(FL_PHASES, description="phase of the message")
+    i: Int(0, expected="an iteration or slot >= 0", description="iteration or slot of the message")
+    kind: OneOf(MESSAGE_FAULT_KINDS, description="what happened to it")
+    ms: Float(0, description="delay, for kind = delay") | None = None
+
+
+def _tables(model, name):
+    return Field(default_factory=list, description=f"array of tables [[faults.{name}]]")
+
+
+class FaultPlanConfig(ConfigModel):
+    """The fault plan: the same structure in a scenario's [faults] and in the run config."""
+    seed: Int(0, SEED_MAX, description="seed of the fault layer; default: the run seed") | None = None
+    script: Annotated[list[Scripted], Expect("an array of tables [[faults.script]]")] = _tables(Scripted, "script")
+    links: Annotated[list[Link], Expect("an array of tables [[faults.links]]")] = _tables(Link, "links")
+    partitions: Annotated[list[Partition], Expect("an array of tables [[faults.partitions]]")] = \
+        _tables(Partition, "partitions")
+    dropouts: Annotated[list[Dropout], Expect("an array of tables [[faults.dropouts]]")] = \
+        _tables(Dropout, "dropouts")
+    slot_jitter: Annotated[list[SlotJitter], Expect("an array of tables [[faults.slot_jitter]]")] = \
+        _tables(SlotJitter, "slot_jitter")
+    clock_skew: Annotated[list[ClockSkew], Expect("an array of tables [[faults.clock_skew]]")] = \
+        _tables(ClockSkew, "clock_skew")
+
+    def check(self, at, ctx):
+        """A node cannot die again before it has come back."""
+        busy: dict[int, tuple[int, float]] = {}  # node -> (index of its last dropout, step it is back)
+        order = sorted(range(len(self.dropouts)), key=lambda i: self.dropouts[i].at)
+        for i in order:
+            d = self.dropouts[i]
+            if d.node in busy and d.at < busy[d.node][1]:
+                (at / "dropouts" / i).fail(f"node {d.node} is still down from dropouts[{busy[d.node][0]}] "
+                                           f"at step {d.at}")
+            busy[d.node] = (i, d.at + d.down if d.down is not None else float("inf"))
 
 
 def validate_fault_plan(plan: Any, at: At, nodes: int | None = None) -> dict:
     """Validate a fault plan found at `at` (used by the scenario loader)."""
-    return fault_plan_spec(nodes).validate({} if plan is None else plan, at)
+    return validate(FaultPlanConfig, {} if plan is None else plan, at, {"nodes": nodes}).data()
 
 
 def normalise_fault_plan(plan: Any, nodes: int | None = None, *, run_seed: int | None = None,
@@ -203,14 +210,14 @@ class FaultPlan:
             self._plan[name] = []
 
     @classmethod
-    def from_dict(cls, plan: dict, nodes: int | None = None) -> FaultPlan:
+    def from_dict(cls, plan: dict, nodes: int | None = None) -> "FaultPlan":
         builder = cls(nodes=nodes)
         builder._plan.update(copy.deepcopy(plan))
         return builder
 
     # -- link faults
 
-    def _link(self, src, dst, rounds, **faults) -> FaultPlan:
+    def _link(self, src, dst, rounds, **faults) -> "FaultPlan":
         selector = {"src": src, "dst": dst}
         if rounds is not None:
             selector["rounds"] = list(rounds)
@@ -223,27 +230,27 @@ class FaultPlan:
             links.append({**selector, **faults})
         return self
 
-    def loss(self, p: float, src="*", dst="*", rounds=None) -> FaultPlan:
+    def loss(self, p: float, src="*", dst="*", rounds=None) -> "FaultPlan":
         return self._link(src, dst, rounds, loss=p)
 
     def burst(self, p: float, r: float, loss_good: float = 0.0, loss_bad: float = 1.0,
-              src="*", dst="*", rounds=None) -> FaultPlan:
+              src="*", dst="*", rounds=None) -> "FaultPlan":
         burst = {"p": p, "r": r, "loss_good": loss_good, "loss_bad": loss_bad}
         return self._link(src, dst, rounds, burst=burst)
 
-    def delay(self, ms: float, jitter_ms: float = 0.0, src="*", dst="*", rounds=None) -> FaultPlan:
+    def delay(self, ms: float, jitter_ms: float = 0.0, src="*", dst="*", rounds=None) -> "FaultPlan":
         return self._link(src, dst, rounds, delay_ms=ms, jitter_ms=jitter_ms)
 
-    def dup(self, p: float, src="*", dst="*", rounds=None) -> FaultPlan:
+    def dup(self, p: float, src="*", dst="*", rounds=None) -> "FaultPlan":
         return self._link(src, dst, rounds, dup=p)
 
-    def reorder(self, p: float, src="*", dst="*", rounds=None) -> FaultPlan:
+    def reorder(self, p: float, src="*", dst="*", rounds=None) -> "FaultPlan":
         return self._link(src, dst, rounds, reorder=p)
 
     # -- node and network faults
 
     def partition(self, groups: Iterable[Iterable[int]], rounds=None, start_ms=None,
-                  end_ms=None) -> FaultPlan:
+                  end_ms=None) -> "FaultPlan":
         entry: dict[str, Any] = {"groups": [list(g) for g in groups]}
         if rounds is not None:
             entry["rounds"] = list(rounds)
@@ -254,18 +261,18 @@ class FaultPlan:
         self._plan["partitions"].append(entry)
         return self
 
-    def dropout(self, node: int, at: int, down: int | None = None) -> FaultPlan:
+    def dropout(self, node: int, at: int, down: int | None = None) -> "FaultPlan":
         entry = {"node": node, "at": at}
         if down is not None:
             entry["down"] = down
         self._plan["dropouts"].append(entry)
         return self
 
-    def slot_jitter(self, max_ms: float, node="*") -> FaultPlan:
+    def slot_jitter(self, max_ms: float, node="*") -> "FaultPlan":
         self._plan["slot_jitter"].append({"node": node, "max_ms": max_ms})
         return self
 
-    def clock_skew(self, node, ppm: float = 0.0, offset_ms: float = 0.0) -> FaultPlan:
+    def clock_skew(self, node, ppm: float = 0.0, offset_ms: float = 0.0) -> "FaultPlan":
         self._plan["clock_skew"].append({"node": node, "ppm": ppm, "offset_ms": offset_ms})
         return self
 

@@ -24,16 +24,18 @@ host_address = "192.168.4.10"   # where boards reach the PCs
 ```
 """
 
-from __future__ import annotations
-
 import ipaddress
 import os
 from dataclasses import dataclass
 from typing import Any
 
+from typing import Annotated
+
+from pydantic import Field
+
+from flhil.harness.config.model import ConfigModel, Expect, Forbidden, Int, OneOf, Text, validate
+from flhil.harness.config.toml import At, Source, describe, parse_toml, read_toml
 from flhil.harness.errors import ConfigError
-from flhil.harness.config.schema import (At, Int, ListOf, Source, Str, Table, describe, optional, parse_toml,
-                            read_toml, required)
 
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 DEFAULT_SUBNET = "127.77.0.0/24"
@@ -106,128 +108,129 @@ class Lab:
 
 
 # ---------------------------------------------------------------------------------------------
-# Schema
+# The file's keys
 
 _URL = r"rfc2217://(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):(?:6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]?\d{1,4})"
 _LOCATORS = ("serial", "port", "url")
-
-
-def _one_locator(board, at):
-    given = [key for key in _LOCATORS if key in board]
-    if len(given) != 1:
-        found = f"found {', '.join(given)}" if given else "found none"
-        at.fail(f"give exactly one of serial (USB serial number), port (device path) or url "
-                f"(rfc2217://host:port) to find the board; {found}")
-
-
-def _unique_boards(boards, at):
-    for key in ("name",) + _LOCATORS:
-        seen: dict[str, int] = {}
-        for i, board in enumerate(boards):
-            value = board.get(key)
-            if value is None:
-                continue
-            if value in seen:
-                (at / i / key).fail(f"{describe(value)} is also boards[{seen[value]}].{key}; "
-                                    f"each board needs its own")
-            seen[value] = i
-
-
-def _loopback_subnet(emulated, at):
-    text = emulated["subnet"]
-    try:
-        subnet = ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        subnet = None
-    if subnet is None or subnet.version != 4 or not subnet.subnet_of(LOOPBACK):
-        (at / "subnet").fail(f"expected a subnet inside 127.0.0.0/8 (loopback), got {describe(text)}")
-    emulated["subnet"] = str(subnet)
-    usable = subnet.num_addresses - 2 if subnet.prefixlen < 31 else subnet.num_addresses
-    if emulated["count"] > usable:
-        (at / "count").fail(f"subnet {subnet} has {usable} usable addresses, fewer than "
-                            f"count = {emulated['count']}")
-
-
-def _host_address(network, at):
-    if "host_address" not in network:
-        return
-    text = network["host_address"]
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        (at / "host_address").fail(f"expected an IP address, got {describe(text)}")
-    if address.is_loopback or address.is_unspecified:
-        (at / "host_address").fail(f"expected an address boards can reach over Wi-Fi, got {text} "
-                                   f"(loopback or unspecified)")
-
-
-def _lab_checks(lab, at):
-    if lab["boards"] and "network" not in lab:
-        at.fail("real boards need a [network] table with ssid, password_env and host_address")
-    if lab["boards"] and lab.get("pc", {}).get("count") and "host_address" not in lab["network"]:
-        (at / "network" / "host_address").fail(
-            "missing required key: boards and PC nodes together need the address boards use to "
-            "reach the PCs")
-    if not lab["boards"] and not lab.get("emulated", {}).get("count") and \
-            not lab.get("pc", {}).get("count"):
-        at.fail("the lab has no nodes: add [[boards]], [emulated] count or [pc] count")
-
-
 _PASSWORD_IN_CLEAR = ("do not write the Wi-Fi password in the lab file; set password_env to the "
                       "name of an environment variable that holds it")
 
-LAB_SPEC = Table({
-    "boards": optional(ListOf(Table({
-        "name": required(Str(pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-                             expected="a name of letters, digits, _ . -")),
-        "serial": Str(expected="a USB serial number"),
-        "port": Str(expected="a serial device path like /dev/ttyACM0"),
-        "url": Str(pattern=_URL, expected="an URL rfc2217://host:port"),
-        "power": ListOf(Str(allow_empty=True), min_len=1,
-                        expected='a command as a list of strings, like ["uhubctl", "-a", "cycle"]'),
-        "heap_kb": Int(1),
-    }, checks=[_one_locator]), expected="an array of tables [[boards]]"), []),
-    "emulated": Table({
-        "count": required(Int(0)),
-        "heap_kb": optional(Int(16, 1 << 20), DEFAULT_HEAP_KB),
-        "micropython": optional(Str(expected="the path or name of the micropython binary"), "micropython"),
-        "subnet": optional(Str(expected="a subnet inside 127.0.0.0/8"), DEFAULT_SUBNET),
-    }, checks=[_loopback_subnet]),
-    "pc": Table({
-        "count": required(Int(0)),
-        "interpreter": optional(Str(choices=["cpython", "micropython"]), "cpython"),
-    }),
-    "network": Table({
-        "ssid": required(Str()),
-        "password_env": required(Str(pattern=r"[A-Za-z_][A-Za-z0-9_]*",
-                                     expected="the name of an environment variable")),
-        "host_address": Str(expected="an IP address"),
-    }, checks=[_host_address], forbidden={"password": _PASSWORD_IN_CLEAR}),
-}, checks=[lambda lab, at: _unique_boards(lab["boards"], at / "boards"), _lab_checks])
+
+class BoardConfig(ConfigModel):
+    name: Text(pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]*", expected="a name of letters, digits, _ . -",
+               description="unique name of the board")
+    serial: Text(expected="a USB serial number",
+                 description="USB serial number (survives re-enumeration after a reset)") | None = None
+    port: Text(expected="a serial device path like /dev/ttyACM0", description="device path") | None = None
+    url: Text(pattern=_URL, expected="an URL rfc2217://host:port",
+              description="a board exported over RFC 2217 (rfc2217://host:port)") | None = None
+    power: Annotated[list[Text(allow_empty=True)], Field(min_length=1),
+                     Expect('a command as a list of strings, like ["uhubctl", "-a", "cycle"]')] | None = \
+        Field(None, description="argv of a power-cycle command")
+    heap_kb: Int(1, description="free heap expected on the board, KB") | None = None
+
+    def check(self, at, ctx):
+        given = [key for key in _LOCATORS if getattr(self, key) is not None]
+        if len(given) != 1:
+            found = f"found {', '.join(given)}" if given else "found none"
+            at.fail(f"give exactly one of serial (USB serial number), port (device path) or url "
+                    f"(rfc2217://host:port) to find the board; {found}")
 
 
-def _build_lab(data: dict, path: str | None) -> Lab:
-    boards = tuple(BoardSpec(name=b["name"], serial=b.get("serial"), port=b.get("port"),
-                             url=b.get("url"),
-                             power=tuple(b["power"]) if "power" in b else None,
-                             heap_kb=b.get("heap_kb"))
-                   for b in data["boards"])
-    network = NetworkSpec(**data["network"]) if "network" in data else None
+class EmulatedConfig(ConfigModel):
+    count: Int(0, description="emulated Pico W boards: MicroPython unix-port processes")
+    heap_kb: Int(16, 1 << 20, description="-X heapsize of each, KB") = DEFAULT_HEAP_KB
+    micropython: Text(expected="the path or name of the micropython binary",
+                      description="the unix-port binary") = "micropython"
+    subnet: Text(expected="a subnet inside 127.0.0.0/8",
+                 description="one loopback address per emulated board") = DEFAULT_SUBNET
+
+    def check(self, at, ctx):
+        try:
+            subnet = ipaddress.ip_network(self.subnet, strict=False)
+        except ValueError:
+            subnet = None
+        if subnet is None or subnet.version != 4 or not subnet.subnet_of(LOOPBACK):
+            (at / "subnet").fail(f"expected a subnet inside 127.0.0.0/8 (loopback), got {describe(self.subnet)}")
+        self.subnet = str(subnet)
+        usable = subnet.num_addresses - 2 if subnet.prefixlen < 31 else subnet.num_addresses
+        if self.count > usable:
+            (at / "count").fail(f"subnet {subnet} has {usable} usable addresses, fewer than "
+                                f"count = {self.count}")
+
+
+class PcConfig(ConfigModel):
+    count: Int(0, description="PC nodes: processes on this host")
+    interpreter: OneOf(["cpython", "micropython"], description="what runs them") = "cpython"
+
+
+class NetworkConfig(ConfigModel):
+    ssid: Text(description="the Wi-Fi network the boards join")
+    password_env: Text(pattern=r"[A-Za-z_][A-Za-z0-9_]*", expected="the name of an environment variable",
+                       description="the NAME of the environment variable holding the Wi-Fi password")
+    host_address: Text(expected="an IP address",
+                       description="the address boards use to reach the PC nodes") | None = None
+    password: Forbidden(_PASSWORD_IN_CLEAR)
+
+    def check(self, at, ctx):
+        if self.host_address is None:
+            return
+        try:
+            address = ipaddress.ip_address(self.host_address)
+        except ValueError:
+            (at / "host_address").fail(f"expected an IP address, got {describe(self.host_address)}")
+        if address.is_loopback or address.is_unspecified:
+            (at / "host_address").fail(f"expected an address boards can reach over Wi-Fi, got "
+                                       f"{self.host_address} (loopback or unspecified)")
+
+
+class LabFile(ConfigModel):
+    boards: Annotated[list[BoardConfig], Expect("an array of tables [[boards]]")] = Field(
+        default_factory=list, description="real Pico W boards")
+    emulated: EmulatedConfig | None = Field(None, description="emulated boards standing in for real ones")
+    pc: PcConfig | None = Field(None, description="PC nodes")
+    network: NetworkConfig | None = Field(None, description="the boards' Wi-Fi; required with real boards")
+
+    def check(self, at, ctx):
+        for key in ("name",) + _LOCATORS:
+            seen: dict[str, int] = {}
+            for i, board in enumerate(self.boards):
+                value = getattr(board, key)
+                if value is None:
+                    continue
+                if value in seen:
+                    (at / "boards" / i / key).fail(f"{describe(value)} is also boards[{seen[value]}].{key}; "
+                                                   f"each board needs its own")
+                seen[value] = i
+        if self.boards and self.network is None:
+            at.fail("real boards need a [network] table with ssid, password_env and host_address")
+        if self.boards and self.pc is not None and self.pc.count and self.network.host_address is None:
+            (at / "network" / "host_address").fail(
+                "missing required key: boards and PC nodes together need the address boards use to "
+                "reach the PCs")
+        if not self.boards and not (self.emulated and self.emulated.count) and not (self.pc and self.pc.count):
+            at.fail("the lab has no nodes: add [[boards]], [emulated] count or [pc] count")
+
+
+def _build_lab(model: LabFile, path: str | None) -> Lab:
+    boards = tuple(BoardSpec(name=b.name, serial=b.serial, port=b.port, url=b.url,
+                             power=tuple(b.power) if b.power is not None else None, heap_kb=b.heap_kb)
+                   for b in model.boards)
     return Lab(path=path, boards=boards,
-               emulated=EmulatedSpec(**data["emulated"]) if "emulated" in data else EmulatedSpec(),
-               pc=PcSpec(**data["pc"]) if "pc" in data else PcSpec(),
-               network=network)
+               emulated=EmulatedSpec(**model.emulated.data()) if model.emulated else EmulatedSpec(),
+               pc=PcSpec(**model.pc.data()) if model.pc else PcSpec(),
+               network=NetworkSpec(**model.network.data()) if model.network else None)
 
 
 def parse_lab(text: str, path: Any = "<lab>") -> Lab:
     """Validate lab-file text; ConfigError names the file, key, line and what was expected."""
     data, source = parse_toml(text, path)
-    return _build_lab(LAB_SPEC.validate(data, At(source)), source.path)
+    return _build_lab(validate(LabFile, data, At(source)), source.path)
 
 
 def load_lab(path: str | os.PathLike) -> Lab:
     data, source = read_toml(path)
-    return _build_lab(LAB_SPEC.validate(data, At(source)), source.path)
+    return _build_lab(validate(LabFile, data, At(source)), source.path)
 
 
 def default_emulated_lab(count: int = 8, pc: int | None = None,
@@ -236,4 +239,4 @@ def default_emulated_lab(count: int = 8, pc: int | None = None,
     (default: as many as `count`), all on loopback."""
     data = {"emulated": {"count": count, "micropython": micropython},
             "pc": {"count": count if pc is None else pc}}
-    return _build_lab(LAB_SPEC.validate(data, At(Source("<default lab>"))), None)
+    return _build_lab(validate(LabFile, data, At(Source("<default lab>"))), None)

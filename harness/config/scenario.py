@@ -6,8 +6,6 @@ validated again, so a parameter value that breaks a rule (a node id beyond `node
 reported like a mistake in the file itself, plus the combination that caused it.
 """
 
-from __future__ import annotations
-
 import copy
 import itertools
 import json
@@ -15,16 +13,20 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from flhil.harness.errors import ConfigError
-from flhil.vocab import ALGORITHMS, DROP_COUNTERS, FAULT_KINDS
-from flhil.harness.config.faults import SEED_MAX, fault_plan_spec, normalise_fault_plan
-from flhil.harness.config.schema import (At, AnyValue, Bool, Checked, Float, Int, ListOf, Number, Source, Spec,
-                            Str, Table, format_key_path, optional, parse_key_path, parse_toml,
-                            read_toml, required, spec_at)
+from flhil.vocab import ALGORITHMS
+from pydantic import ConfigDict, Field
 
-ALGORITHM_APPS = ALGORITHMS
+from flhil.harness.config.faults import SEED_MAX, FaultPlanConfig, normalise_fault_plan
+from flhil.harness.config.model import (ConfigModel, Expect, Float, Int, OneOf, Text, Unique,
+                                        field_for_path, validate)
+from flhil.harness.config.toml import (At, Source, describe, format_key_path, parse_key_path, parse_toml,
+                                       read_toml)
+from flhil.harness.results.expectations import expect_model
+
+ALGORITHM_APPS = ALGORITHMS  # algorithm -> its default app
 MAX_NODES = 256
 
 # top-level keys a [params] path may not target: they describe the file, not a run
@@ -61,12 +63,12 @@ class Scenario:
     _doc: dict = field(repr=False, compare=False, default_factory=dict)
     _source: Source = field(repr=False, compare=False, default=None)
 
-    def cases(self) -> list[ScenarioCase]:
+    def cases(self) -> list["ScenarioCase"]:
         """One case per (params combination x seed), combinations in file order, seeds inner."""
         return list(self._cases)
 
     @cached_property
-    def _cases(self) -> tuple[ScenarioCase, ...]:
+    def _cases(self) -> tuple["ScenarioCase", ...]:
         paths = list(self.params)
         cases = []
         for values in itertools.product(*(self.params[p] for p in paths)):
@@ -79,7 +81,7 @@ class Scenario:
                 cases.append(ScenarioCase(label, seed, chosen, resolved, faults))
         return tuple(cases)
 
-    def _resolve(self, chosen: dict[str, Any]) -> Scenario:
+    def _resolve(self, chosen: dict[str, Any]) -> "Scenario":
         """The scenario with one value substituted per parameter, validated again."""
         doc = copy.deepcopy(self._doc)
         doc["params"] = {path: [value] for path, value in chosen.items()}
@@ -130,133 +132,97 @@ def format_param_value(value: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Schema
+# The file's keys
 
 
-def _nodes_fit(nodes, at):
-    if nodes["boards"] > nodes["count"]:
-        (at / "boards").fail(f"expected at most count = {nodes['count']} boards, got {nodes['boards']}")
-    if nodes["server"] >= nodes["count"]:
-        (at / "server").fail(f"expected a node id from 0 to {nodes['count'] - 1}, got {nodes['server']}")
+class NodesConfig(ConfigModel):
+    count: Int(2, MAX_NODES, description="total nodes of the run")
+    boards: Int(0, description="of them on boards (real under hil, emulated under sim); default: all") \
+        | None = None
+    server: Int(0, description="id of the FL server, also the start-up coordinator") = 0
+
+    def check(self, at, ctx):
+        if self.boards is None:
+            self.boards = self.count
+        if self.boards > self.count:
+            (at / "boards").fail(f"expected at most count = {self.count} boards, got {self.boards}")
+        if self.server >= self.count:
+            (at / "server").fail(f"expected a node id from 0 to {self.count - 1}, got {self.server}")
 
 
-def _boards_default_to_all(nodes, at):
-    nodes.setdefault("boards", nodes["count"])
+def _ms(lo_open, doc):
+    return Float(0, lo_open=lo_open, expected="a time in ms > 0" if lo_open else "a time in ms >= 0",
+                 description=doc)
 
 
-NODES_SPEC = Table({
-    "count": required(Int(2, MAX_NODES)),
-    "boards": Int(0),
-    "server": optional(Int(0), 0),
-}, checks=[_boards_default_to_all, _nodes_fit], expected="a table [nodes] with count, boards, server")
+class TimingConfig(ConfigModel):
+    round_ms: _ms(True, "the server's deadline for the clients' replies in one round") | None = None
+    recv_ms: _ms(True, "a client's wait for the server's next model") | None = None
+    quorum: Float(0, 1, expected="a fraction of the clients between 0 and 1",
+                  description="fraction of the clients needed to aggregate a round") | None = None
+    slot_ms: _ms(True, "TDM slot length") | None = None
+    guard_ms: _ms(False, "end of a slot kept free of receiving") | None = None
+    startup_ms: _ms(True, "start barrier deadline") | None = None
+    start_delay_ms: _ms(False, "from the coordinator's go to slot 0") | None = None
+    linger_ms: _ms(False, "after the last round, keep answering late peers") | None = None
+    hang_report_ms: _ms(True, "a wait longer than this is reported as `waiting`") | None = None
+
+    def check(self, at, ctx):
+        if self.guard_ms is not None and self.slot_ms is not None and self.guard_ms >= self.slot_ms:
+            (at / "guard_ms").fail(f"expected guard_ms < slot_ms ({self.slot_ms:g}), got {self.guard_ms:g}")
 
 
-def _guard_below_slot(timing, at):
-    if "guard_ms" in timing and "slot_ms" in timing and timing["guard_ms"] >= timing["slot_ms"]:
-        (at / "guard_ms").fail(f"expected guard_ms < slot_ms ({timing['slot_ms']}), "
-                               f"got {timing['guard_ms']}")
+class ArgsConfig(ConfigModel):
+    """The app's arguments: free-form, the common step counts checked."""
+    model_config = ConfigDict(extra="allow")
+    iterations: Int(1, description="rounds (centralized, decentralized)") | None = None
+    slots: Int(1, description="TDM slots per block") | None = None
+    blocks: Int(1, description="TDM blocks") | None = None
 
 
-_POSITIVE_MS = Number(0, min_open=True, expected="a time in ms > 0")
-_MS = Number(0, expected="a time in ms >= 0")
-
-TIMING_SPEC = Table({
-    "round_ms": _POSITIVE_MS,
-    "recv_ms": _POSITIVE_MS,
-    "quorum": Float(0, 1, expected="a fraction of the clients between 0 and 1"),
-    "slot_ms": _POSITIVE_MS,
-    "guard_ms": _MS,
-    "startup_ms": _POSITIVE_MS,
-    "start_delay_ms": _MS,
-    "linger_ms": _MS,
-    "hang_report_ms": _POSITIVE_MS,
-}, checks=[_guard_below_slot])
-
-# app arguments are free-form; the common counters are checked
-ARGS_SPEC = Table({"iterations": Int(1), "slots": Int(1), "blocks": Int(1)}, open=True)
+def _check_param_values(params, at):
+    for path, values in params.items():
+        here = at / path
+        if isinstance(values, dict):  # TOML read the unquoted dotted key as nested tables
+            inner = format_key_path((path, next(iter(values), "")))
+            here.fail(f'expected a list of values; quote dotted paths: "{inner}" = [...]')
+        if not isinstance(values, list) or not values:
+            here.fail(f"expected a non-empty list of values, got {describe(values)}")
+        for i, value in enumerate(values):
+            if value in values[:i]:
+                (here / i).fail(f"{describe(value)} appears twice; each value must be unique")
 
 
-def _at_least_one(*keys):
-    def check(table, at):
-        if not any(key in table for key in keys):
-            at.fail("expected at least one of " + ", ".join(keys))
-    return check
+def _scenario_model():
+    ExpectModel = expect_model()
+
+    class ScenarioConfig(ConfigModel):
+        name: Text(description="shown in reports; default: the file name") | None = None
+        algorithm: OneOf(ALGORITHMS, description="the algorithm under test")
+        app: Text(pattern=r"[A-Za-z_][A-Za-z0-9_]*", expected="a module name in firmware/apps/",
+                  description="app module (default per algorithm)") | None = None
+        description: Text(allow_empty=True, description="why this scenario exists") = ""
+        seeds: Annotated[list[Int(0, SEED_MAX)], Field(min_length=1), Unique(),
+                         Expect("a non-empty list of seeds")] = Field(
+            default_factory=lambda: [1], description="one item per seed")
+        strict: Annotated[bool, Field(description="upstream-strict semantics: no deadlines, no quorum")] = False
+        nodes: NodesConfig = Field(description="how many nodes and where")
+        params: dict[str, Any] = Field(
+            default_factory=dict, description='a cartesian product of overrides: "key.path" = [values]')
+        args: ArgsConfig = Field(default_factory=ArgsConfig, description="passed to the app")
+        timing: TimingConfig = Field(default_factory=TimingConfig, description="deadlines and slots")
+        faults: FaultPlanConfig = Field(default_factory=FaultPlanConfig, description="the fault plan")
+        expect: ExpectModel = Field(default_factory=ExpectModel, description="the assertions on the run")
+
+        def check(self, at, ctx):
+            _check_param_values(self.params, at / "params")
+    return ScenarioConfig
 
 
-def _min_not_above_max(prefix_pairs):
-    def check(table, at):
-        for low, high in prefix_pairs:
-            if low in table and high in table and table[low] > table[high]:
-                (at / low).fail(f"expected {low} <= {high} ({table[high]}), got {table[low]}")
-    return check
+ScenarioConfig = _scenario_model()
 
 
-def _seen_kind(kind, at):
-    if kind == "dropout":
-        at.fail('a dropout shows up as fault events of kind "crash" (and "rejoin"); use those')
-
-
-def _expect_spec(count: int | None) -> Table:
-    def aggregated_possible(table, at):
-        if count is not None and table.get("min", 0) > count - 1:
-            (at / "min").fail(f"expected at most {count - 1} (the clients of {count} nodes), "
-                              f"got {table['min']}")
-
-    fault_kind = Checked(Str(choices=FAULT_KINDS + ("dropout",),
-                             expected="a fault kind: " + ", ".join(FAULT_KINDS)), _seen_kind)
-    drop_keys = [f"{counter}_{bound}" for counter in DROP_COUNTERS for bound in ("min", "max")]
-    return Table({
-        "oracle": Bool(),
-        "all_return": Bool(),
-        "consensus": Table({"eps": required(Float(0, min_open=True)),
-                            "safety": optional(Float(0, min_open=True), 2.0)}),
-        "mass_conserved": Table({"tol": optional(Float(0), 1e-9)}),
-        "accuracy": Table({"min": required(Float(0, 1, expected="an accuracy between 0 and 1"))}),
-        "accuracy_vs_clean": Table({"margin": required(Float(0, 1, expected="a margin between 0 and 1"))}),
-        "aggregated": Table({"min": Int(0), "max": Int(0)},
-                            checks=[_at_least_one("min", "max"),
-                                    _min_not_above_max([("min", "max")]), aggregated_possible]),
-        "skipped_rounds": Table({"max": required(Int(0))}),
-        "slot_late_ms": Table({"max_ms": required(Float(0))}),
-        "round_ms": Table({"p95_max": required(Float(0, min_open=True))}),
-        "heap": Table({"max_kb": required(Float(0, min_open=True))}),
-        "faults_seen": ListOf(fault_kind, unique=True, expected="a list of fault kinds"),
-        "drops": Table({key: Int(0) for key in drop_keys},
-                       checks=[_min_not_above_max([(f"{c}_min", f"{c}_max") for c in DROP_COUNTERS])]),
-    })
-
-
-class _ParamValues(ListOf):
-    """The values of one [params] entry; spots `nodes.count = [...]` written without quotes."""
-
-    def __init__(self):
-        super().__init__(AnyValue(), min_len=1, unique=True, expected="a non-empty list of values")
-
-    def validate(self, value, at):
-        if isinstance(value, dict):  # TOML read the unquoted dotted key as nested tables
-            inner = format_key_path(at.parts[-1:] + (next(iter(value), ""),))
-            at.fail(f'expected a list of values; quote dotted paths: "{inner}" = [...]')
-        return super().validate(value, at)
-
-
-def _scenario_spec(count: int | None) -> Table:
-    return Table({
-        "name": Str(),
-        "algorithm": required(Str(choices=ALGORITHM_APPS)),
-        "app": Str(pattern=r"[A-Za-z_][A-Za-z0-9_]*", expected="a module name in firmware/apps/"),
-        "description": optional(Str(allow_empty=True), ""),
-        "seeds": optional(ListOf(Int(0, SEED_MAX), min_len=1, unique=True), [1]),
-        "strict": optional(Bool(), False),
-        "nodes": required(NODES_SPEC),
-        "params": optional(Table({}, open=True, values=_ParamValues()), {}),
-        "args": optional(ARGS_SPEC, {}),
-        "timing": optional(TIMING_SPEC, {}),
-        "faults": optional(fault_plan_spec(count), {}),
-        "expect": optional(_expect_spec(count), {}),
-    })
-
-
-def _check_param_paths(params: dict, spec: Spec, doc: dict, at: At) -> None:
+def _check_param_paths(params: dict, doc: dict, at: At) -> None:
     """Each [params] key must be a dotted path to a key the scenario can have."""
     parsed = {}
     for text in params:
@@ -268,7 +234,7 @@ def _check_param_paths(params: dict, spec: Spec, doc: dict, at: At) -> None:
         if parts[0] in _NOT_PARAMETERS:
             here.fail(f"bad params path {json.dumps(text)}: {_NOT_PARAMETERS[parts[0]]}")
         try:
-            spec_at(spec, parts)
+            field_for_path(ScenarioConfig, parts)
         except LookupError as error:
             depth, why = error.args
             bad = format_key_path(parts[:depth + 1])
@@ -306,26 +272,25 @@ def _build(doc: dict, source: Source) -> Scenario:
     root = At(source)
     count = None
     if isinstance(doc.get("nodes"), dict):
-        count = NODES_SPEC.validate(doc["nodes"], root / "nodes")["count"]
-    spec = _scenario_spec(count)
-    data = spec.validate(doc, root)
-    _check_param_paths(data["params"], spec, doc, root / "params")
-    nodes = data["nodes"]
+        count = validate(NodesConfig, doc["nodes"], root / "nodes").count
+    model = validate(ScenarioConfig, doc, root, {"nodes": count})
+    _check_param_paths(model.params, doc, root / "params")
+    nodes = model.nodes
     default_name = Path(source.path).stem if source.path else "scenario"
     return Scenario(
         path=source.path,
-        name=data.get("name", default_name),
-        algorithm=data["algorithm"],
-        app=data.get("app", ALGORITHM_APPS[data["algorithm"]]),
-        description=data["description"],
-        seeds=tuple(data["seeds"]),
-        strict=data["strict"],
-        nodes=Nodes(nodes["count"], nodes["boards"], nodes["server"]),
-        args=data["args"],
-        timing=data["timing"],
-        faults=data["faults"],
-        expect=data["expect"],
-        params=data["params"],
+        name=model.name or default_name,
+        algorithm=model.algorithm,
+        app=model.app or ALGORITHMS[model.algorithm],
+        description=model.description,
+        seeds=tuple(model.seeds),
+        strict=model.strict,
+        nodes=Nodes(nodes.count, nodes.boards, nodes.server),
+        args=model.args.data(),
+        timing=model.timing.data(),
+        faults=model.faults.data(),
+        expect=model.expect.data(),
+        params=dict(model.params),
         _doc=doc,
         _source=source,
     )

@@ -1,136 +1,21 @@
-"""Assertions on run records, usable without pytest.
-
-One `check_*` function per `[expect]` key of a scenario (docs/design.md), plus `check_protocol`
-(the runtime invariants upstream proved on its CSP model). Every check returns a list of
-`Finding`s, passing ones included, so a report shows what was verified. `evaluate` runs a
-scenario's expectations and `Report.raise_if_failed()` turns failures into one
-`ExpectationFailed` whose message names node, round, expected, got and the seed to replay.
-
-Tolerances (values_match): the rp2 port computes in single precision, PCs in double.
-An expected value exactly representable in single precision (a short dyadic such as 1.75 or
-1.74951171875) must match exactly: both precisions compute it without rounding. Any other value
-must agree to a relative 1e-6 (a few float32 ulps; averaging contracts rounding errors, so they
-do not grow with the rounds). Integers and non-numbers compare exactly.
-"""
+"""The built-in `[expect]` checks, each registered once with its parameters and its doc
+(`harness.results.expectations`), plus `check_protocol`: the runtime invariants upstream proved on
+its CSP model. Every check returns a list of `Finding`s, passing ones included, so a report shows
+what was verified."""
 from __future__ import annotations
 
 import math
-import struct
-from dataclasses import asdict, dataclass, field
+
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, create_model
 
 from flhil.apps import common
+from flhil.harness.config.model import ConfigModel, Expect, Float, Int, OneOf, Unique, fail
 from flhil.harness.results import oracles
-from flhil.harness.results.record import RunRecord
-from flhil.vocab import CENTRALIZED_ALGORITHMS
-
-DEFAULT_REL = 1e-6
-
-
-class ExpectationFailed(AssertionError):
-    """Some expectations of a run failed; `report` holds every finding."""
-
-    def __init__(self, message, report=None):
-        super().__init__(message)
-        self.report = report
-
-
-@dataclass
-class Finding:
-    check: str
-    ok: bool
-    node: int | None = None
-    round: int | None = None
-    expected: object = None
-    got: object = None
-    message: str = ""
-
-    def __str__(self):
-        where = []
-        if self.node is not None:
-            where.append("node %s" % self.node)
-        if self.round is not None:
-            where.append("round %s" % self.round)
-        text = "%s %s" % ("PASS" if self.ok else "FAIL", self.check)
-        if where:
-            text += " (" + ", ".join(where) + ")"
-        if self.expected is not None or self.got is not None:
-            text += ": expected %s, got %s" % (_fmt(self.expected), _fmt(self.got))
-        if self.message:
-            text += "; " + self.message
-        return text
-
-
-@dataclass
-class Report:
-    findings: list = field(default_factory=list)
-    seed: object = None
-    run: object = None
-
-    @property
-    def failures(self):
-        return [f for f in self.findings if not f.ok]
-
-    @property
-    def ok(self):
-        return not self.failures
-
-    def summary(self) -> str:
-        head = "run %s, seed=%s: %d checks, %d failed" % (
-            self.run, self.seed, len(self.findings), len(self.failures))
-        return "\n".join([head] + ["  " + str(f) for f in self.findings])
-
-    def to_dict(self):
-        return {"seed": self.seed, "run": self.run, "ok": self.ok,
-                "findings": [asdict(f) for f in self.findings]}
-
-    def raise_if_failed(self):
-        if self.ok:
-            return
-        lines = ["%d expectation(s) failed (run %s):" % (len(self.failures), self.run)]
-        lines += ["  " + str(f) for f in self.failures]
-        lines.append("replay with seed=%s" % self.seed)
-        raise ExpectationFailed("\n".join(lines), self)
-
-
-# ------------------------------------------------------------------ value comparison
-
-def is_single_exact(x) -> bool:
-    """True if the float is exactly representable in IEEE single precision."""
-    try:
-        return struct.unpack("<f", struct.pack("<f", x))[0] == x
-    except (OverflowError, struct.error):
-        return False
-
-
-def values_match(expected, got, rel=DEFAULT_REL) -> bool:
-    """Compare nested lists/dicts of numbers with the module's tolerance rules."""
-    if isinstance(expected, (list, tuple)):
-        return (isinstance(got, (list, tuple)) and len(got) == len(expected)
-                and all(values_match(e, g, rel) for e, g in zip(expected, got)))
-    if isinstance(expected, dict):
-        return (isinstance(got, dict) and set(map(str, got)) == set(map(str, expected))
-                and all(values_match(v, got.get(k, got.get(str(k))), rel) for k, v in expected.items()))
-    if isinstance(expected, bool) or not isinstance(expected, (int, float)):
-        return expected == got
-    if isinstance(got, bool) or not isinstance(got, (int, float)):
-        return False
-    if isinstance(expected, int) or is_single_exact(float(expected)):
-        return float(got) == float(expected)
-    return math.isclose(got, expected, rel_tol=rel, abs_tol=1e-12)
-
-
-# ------------------------------------------------------------------ helpers
-
-def _fmt(x):
-    if isinstance(x, float):
-        return repr(x)
-    if isinstance(x, (list, tuple)) and len(x) > 12:
-        return "[%s, ... %d items]" % (", ".join(_fmt(v) for v in x[:12]), len(x))
-    return str(x)
-
-
-def _as_record(record):
-    return record if isinstance(record, RunRecord) else RunRecord(record)
+from flhil.harness.results.expectations import expectation
+from flhil.harness.results.verdict import DEFAULT_REL, Finding, fmt_value, values_match
+from flhil.vocab import CENTRALIZED_ALGORITHMS, DROP_COUNTERS, FAULT_KINDS
 
 
 def _index_base(record):
@@ -162,11 +47,12 @@ def _oracle(record, oracle_values):
 
 # ------------------------------------------------------------------ expectation checks
 
+@expectation("oracle", bool, "final values (and each round's, for the averaging algorithms) equal "
+             "the fault-free reference: exact for dyadic values, else relative 1e-6", needs=("oracle",))
 def check_oracle(record, oracle_values=None, rel=DEFAULT_REL, rounds=None):
     """Final values (and, for the averaging algorithms, every round's `v`) equal the fault-free
     reference. `oracle_values`: a list (one final value per node) or {"final", "rounds"};
     computed from the record's spec when None."""
-    record = _as_record(record)
     try:
         oracle = _oracle(record, oracle_values)
     except ValueError as exc:
@@ -196,9 +82,10 @@ def check_oracle(record, oracle_values=None, rel=DEFAULT_REL, rounds=None):
     return out
 
 
+@expectation("all_return", bool, "liveness: every node the fault plan does not kill for good reports a "
+             "result, status ok")
 def check_all_return(record):
     """Liveness: every node the fault plan does not kill for good reports a result, status ok."""
-    record = _as_record(record)
     out = []
     killed = record.planned_permanent_crashes()
     hang = record.hang or {}
@@ -221,11 +108,17 @@ def check_all_return(record):
     return out
 
 
+class Consensus(ConfigModel):
+    eps: Float(0, lo_open=True, description="relative spread to reach")
+    safety: Float(0, lo_open=True, description="factor on theory's number of rounds") = 2.0
+
+
+@expectation("consensus", Consensus, "the spread of the nodes' values falls to eps x the initial spread "
+             "within theory's rounds x safety, and stays there")
 def check_consensus(record, eps=1e-3, safety=2.0, scale=None):
     """The spread (max - min) of the nodes' per-round values falls to eps x the initial spread
     within ceil(safety x rounds_to_eps) rounds, and stays there at the end. The initial spread is
     that of the upstream data x_i = i + 1 unless `scale` is given."""
-    record = _as_record(record)
     algo, n = record.algorithm, record.n_nodes
     try:
         bound = math.ceil(safety * oracles.rounds_to_eps(algo, n, eps))
@@ -256,10 +149,14 @@ def check_consensus(record, eps=1e-3, safety=2.0, scale=None):
                     "%d rounds" % count, "spread %g <= %g" % (spread[reached], target))]
 
 
+class MassConserved(ConfigModel):
+    tol: Float(0, description="relative tolerance on the mean") = 1e-9
+
+
+@expectation("mass_conserved", MassConserved, "the mean of the nodes' values stays the initial mean")
 def check_mass_conserved(record, tol=1e-9):
     """The mean of all nodes' values stays the initial mean (x_i = i + 1), in every round where
     every node reported, else on the final results. |mean - m0| <= tol x max(1, |m0|)."""
-    record = _as_record(record)
     n = record.n_nodes
     m0 = sum(oracles.initial_values(n)) / n
     limit = tol * max(1.0, abs(m0))
@@ -290,7 +187,6 @@ def accuracy_of(record, node):
     """Test accuracy of a node's model: the result's `accuracy`/`acc` if it is a dict, else the
     last round_end's `acc`, else the model (result [w, b, ...] or result["w"]) evaluated on the
     shared test set logreg_test_data(seed, test_samples)."""
-    record = _as_record(record)
     result = record.result(node)
     if isinstance(result, dict):
         for key in ("accuracy", "acc"):
@@ -308,26 +204,36 @@ def accuracy_of(record, node):
     return None
 
 
+class Accuracy(ConfigModel):
+    min: Float(0, 1, expected="an accuracy between 0 and 1", description="lowest test accuracy")
+
+
+@expectation("accuracy", Accuracy, "the model's test accuracy (the server's) is at least min")
 def check_accuracy(record, min, node=None):  # noqa: A002 - the [expect] key is `min`
     """The model's test accuracy (the server's unless `node` is given) is at least `min`."""
-    record = _as_record(record)
     node = record.server if node is None else node
     acc = accuracy_of(record, node)
     if acc is None:
         return [Finding("accuracy", False, node, None, ">= %g" % min, None,
-                        "no accuracy: result %s" % _fmt(record.result(node)))]
+                        "no accuracy: result %s" % fmt_value(record.result(node)))]
     return [Finding("accuracy", acc >= min, node, None, ">= %g" % min, acc)]
 
 
+class AccuracyVsClean(ConfigModel):
+    margin: Float(0, 1, expected="a margin between 0 and 1", description="largest accuracy loss against "
+                  "the fault-free run of the same spec")
+
+
+@expectation("accuracy_vs_clean", AccuracyVsClean, "accuracy under faults >= the clean run's - margin",
+             needs=("clean",))
 def check_accuracy_vs_clean(record, clean, margin=0.05, node=None):
     """Accuracy under faults >= clean accuracy - margin. `clean`: a fault-free run record,
     its accuracy, or a list of either (several seeds: their mean)."""
-    record = _as_record(record)
     node = record.server if node is None else node
     cleans = clean if isinstance(clean, (list, tuple)) else [clean]
     accs = []
     for c in cleans:
-        accs.append(float(c) if _number(c) else accuracy_of(_as_record(c), node))
+        accs.append(float(c) if _number(c) else accuracy_of(c, node))
     if not accs or any(a is None for a in accs):
         return [Finding("accuracy_vs_clean", False, node, message="no clean accuracy")]
     clean_acc = sum(accs) / len(accs)
@@ -339,9 +245,23 @@ def check_accuracy_vs_clean(record, clean, margin=0.05, node=None):
                     ">= %g (clean %g - margin %g)" % (clean_acc - margin, clean_acc, margin), acc)]
 
 
+class Aggregated(ConfigModel):
+    min: Int(0, description="fewest clients aggregated in a round") | None = None
+    max: Int(0, description="most clients aggregated in a round") | None = None
+
+    def check(self, at, ctx):
+        if self.min is None and self.max is None:
+            at.fail("expected at least one of min, max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            (at / "min").fail(f"expected min <= max ({self.max}), got {self.min}")
+        n = ctx.get("nodes")
+        if n is not None and self.min is not None and self.min > n - 1:
+            (at / "min").fail(f"expected at most {n - 1} (the clients of {n} nodes), got {self.min}")
+
+
+@expectation("aggregated", Aggregated, "clients aggregated by the server in every centralized round")
 def check_aggregated(record, min=None, max=None):  # noqa: A002
     """Clients aggregated by the server (round_end `got`) in every centralized round."""
-    record = _as_record(record)
     server = record.server
     rounds = record.rounds(server)
     if not rounds:
@@ -361,9 +281,13 @@ def check_aggregated(record, min=None, max=None):  # noqa: A002
     return out
 
 
+class SkippedRounds(ConfigModel):
+    max: Int(0, description="most skipped rounds per node")
+
+
+@expectation("skipped_rounds", SkippedRounds, "at most max rounds skipped (below quorum or down) per node")
 def check_skipped_rounds(record, max=0):  # noqa: A002
     """At most `max` skipped rounds (round_end `skipped`) per node."""
-    record = _as_record(record)
     out = []
     for node in record.node_ids():
         skipped = [e.get("i") for e in record.rounds(node) if e.get("skipped")]
@@ -373,10 +297,14 @@ def check_skipped_rounds(record, max=0):  # noqa: A002
     return out
 
 
+class SlotLate(ConfigModel):
+    max_ms: Float(0, description="latest slot start, ms after its scheduled time")
+
+
+@expectation("slot_late_ms", SlotLate, "every TDM slot starts at most max_ms late")
 def check_slot_late(record, max_ms=None):
     """Every slot starts at most max_ms late (slot_start `late`, the node's own clock); the
     default bound is the run's guard time."""
-    record = _as_record(record)
     if max_ms is None:
         max_ms = record.timing.get("guard_ms")
     if max_ms is None:
@@ -392,9 +320,13 @@ def check_slot_late(record, max_ms=None):
     return out or [Finding("slot_late_ms", False, message="no slot_start events with `late`")]
 
 
+class RoundMs(ConfigModel):
+    p95_max: Float(0, lo_open=True, description="95th percentile of round latency, ms")
+
+
+@expectation("round_ms", RoundMs, "round latency (round_end - round_start, each node's clock) per node")
 def check_round_ms(record, p95_max=None, max=None):  # noqa: A002
     """Round latency round_end.t - round_start.t (node's own clock): p95 and/or max per node."""
-    record = _as_record(record)
     out = []
     for node in record.node_ids():
         lat = record.round_latencies_ms(node)
@@ -419,10 +351,14 @@ def _max_item(d):
     return best
 
 
+class Heap(ConfigModel):
+    max_kb: Float(0, lo_open=True, description="peak heap use on boards, KB")
+
+
+@expectation("heap", Heap, "peak heap use on every node that reports heap figures is at most max_kb")
 def check_heap(record, max_kb):
     """Peak heap use (heap total - lowest free, from boot/heap events) <= max_kb on every node
     that reports heap figures; nodes without them (CPython) are not judged."""
-    record = _as_record(record)
     out = []
     for node in record.node_ids():
         stats = record.heap_peak(node)
@@ -440,9 +376,21 @@ def check_heap(record, max_kb):
     return out or [Finding("heap", True, message="no node reported heap figures")]
 
 
-def check_faults_seen(record, kinds):
+def _not_dropout(kind):
+    if kind == "dropout":
+        fail('a dropout shows up as fault events of kind "crash" (and "rejoin"); use those')
+    return kind
+
+
+FaultKindList = Annotated[list[Annotated[OneOf(FAULT_KINDS + ("dropout",)), AfterValidator(_not_dropout),
+                                         Expect("a fault kind: " + ", ".join(FAULT_KINDS))]],
+                          Unique(), Expect("a list of fault kinds")]
+
+
+@expectation("faults_seen", FaultKindList, "these fault kinds were injected at least once")
+def check_faults_seen(record, value=None, kinds=None):
     """Each fault kind was injected at least once (fault timeline)."""
-    record = _as_record(record)
+    kinds = kinds if kinds is not None else value
     seen = record.fault_kinds()
     return [Finding("faults_seen", k in seen, None, None, k, sorted(seen),
                     "" if k in seen else "fault kind %r never injected" % k) for k in kinds]
@@ -451,17 +399,29 @@ def check_faults_seen(record, kinds):
 def drop_total(record, name):
     """Sum over nodes of a receiver counter: the `counts` field `name` where nodes report it,
     else the number of drop events with why == name."""
-    record = _as_record(record)
     counted = [record.counts(n) for n in record.node_ids()]
     if any(name in c for c in counted):
         return sum(c.get(name, 0) or 0 for c in counted)
     return sum(1 for e in record.drops() if e.get("why") == name)
 
 
+class _DropsBase(ConfigModel):
+    def check(self, at, ctx):
+        for c in DROP_COUNTERS:
+            low, high = getattr(self, c + "_min"), getattr(self, c + "_max")
+            if low is not None and high is not None and low > high:
+                (at / (c + "_min")).fail(f"expected {c}_min <= {c}_max ({high}), got {low}")
+
+
+Drops = create_model("Drops", __base__=_DropsBase, **{
+    f"{c}_{side}": (Int(0) | None, Field(None, description=f"{'fewest' if side == 'min' else 'most'} {c}"))
+    for c in DROP_COUNTERS for side in ("min", "max")})
+
+
+@expectation("drops", Drops, "receiver-side counters within bounds: <counter>_min / <counter>_max")
 def check_drops(record, **limits):
     """Receiver-side counters within bounds: keys `<counter>_min` / `<counter>_max`, e.g.
     duplicate_min=1, bad_tag_max=0 (counters of `counts` events or `drop` reasons)."""
-    record = _as_record(record)
     out = []
     for key, bound in sorted(limits.items()):
         name, _, side = key.rpartition("_")
@@ -476,12 +436,13 @@ def check_drops(record, **limits):
     return out
 
 
+@expectation("protocol", bool, "upstream's proved invariants hold (on by default, off for strict runs)",
+             default=True)
 def check_protocol(record):
     """Upstream's proved invariants, judged from telemetry: per centralized round at most one
     message per client at the server (and one from the server at a client); per decentralized
     iteration at most one phase-2 reply per distinct neighbour; per TDM slot at most one message
     per listed peer and none from unlisted ones; no iteration ends twice; every node returns."""
-    record = _as_record(record)
     algo, n, server = record.algorithm, record.n_nodes, record.server
     out = []
     rejoined = {f.get("n") for f in record.faults() if f.get("kind") == "rejoin"}
@@ -525,61 +486,3 @@ def check_protocol(record):
     return out or [Finding("protocol", True, message="%d nodes, algorithm %s" % (n, algo))]
 
 
-# ------------------------------------------------------------------ evaluate a scenario's [expect]
-
-def _params(value):
-    """[expect] values are a table, true (defaults) or false (skip)."""
-    if value is False or value is None:
-        return None
-    return dict(value) if isinstance(value, dict) else {}
-
-
-def evaluate(record, expect, oracle_values=None, clean=None) -> Report:
-    """Run a scenario's [expect] table on a run record. `oracle_values` overrides the reference
-    computed from the spec; `clean` is the fault-free record(s) for accuracy_vs_clean.
-    `protocol` (not a design.md key) defaults to on unless the run is upstream-strict, where
-    counting duplicates is the behaviour under test."""
-    record = _as_record(record)
-    expect = dict(expect or {})
-    report = Report(seed=record.seed, run=record.run_id)
-    add = report.findings.extend
-    for key, value in expect.items():
-        p = _params(value) if key != "faults_seen" else value
-        if p is None or p is False:
-            continue
-        if key == "oracle":
-            add(check_oracle(record, oracle_values, **p))
-        elif key == "all_return":
-            add(check_all_return(record))
-        elif key == "consensus":
-            add(check_consensus(record, **p))
-        elif key == "mass_conserved":
-            add(check_mass_conserved(record, **p))
-        elif key == "accuracy":
-            add(check_accuracy(record, **p))
-        elif key == "accuracy_vs_clean":
-            if clean is None:
-                add([Finding("accuracy_vs_clean", False, message="no clean run given")])
-            else:
-                add(check_accuracy_vs_clean(record, clean, **p))
-        elif key == "aggregated":
-            add(check_aggregated(record, **p))
-        elif key == "skipped_rounds":
-            add(check_skipped_rounds(record, **p))
-        elif key == "slot_late_ms":
-            add(check_slot_late(record, **p))
-        elif key == "round_ms":
-            add(check_round_ms(record, **p))
-        elif key == "heap":
-            add(check_heap(record, **p))
-        elif key == "faults_seen":
-            add(check_faults_seen(record, [value] if isinstance(value, str) else list(value)))
-        elif key == "drops":
-            add(check_drops(record, **p))
-        elif key == "protocol":
-            add(check_protocol(record))
-        else:
-            add([Finding(key, False, message="unknown [expect] key %r" % key)])
-    if "protocol" not in expect and not record.strict:
-        add(check_protocol(record))
-    return report

@@ -5,7 +5,7 @@
 import contextlib
 import time
 
-from flhil.harness.results import checks as analysis
+from flhil.harness.results.expectations import Evidence, evaluate
 from flhil.harness.results import oracles
 from flhil.harness.results.record import RunRecord
 from flhil.harness.run.realtime import RunSpec
@@ -49,7 +49,7 @@ def analyse(record, expect, spec, clean=None, step=None):
     step = step or (lambda _name: contextlib.nullcontext())
     with step("analyse"):
         oracle = oracle_values(spec) if "oracle" in expect or "accuracy" in expect else None
-        return analysis.evaluate(record, expect, oracle_values=oracle, clean=clean)
+        return evaluate(record, expect, Evidence(oracle=oracle, clean=[clean] if clean is not None else []))
 
 
 def needs_clean_run(expect):

@@ -23,6 +23,7 @@ import math
 import os
 import sys
 
+from flhil.harness.results.record import RunRecord
 from flhil.harness.run.virtual import ALGORITHM_APPS, run_virtual
 
 # what each algorithm's regression search asserts by default (scenario [expect] keys)
@@ -53,10 +54,10 @@ def base_spec(algorithm, nodes=4, iterations=3, seed=1, timing=None, args=None, 
 def expect_property(expect):
     """A property from a scenario [expect] table: None when every expectation holds, else the
     failures, one per line."""
-    from flhil.harness.results.checks import evaluate
+    from flhil.harness.results.expectations import evaluate
 
     def prop(record):
-        report = evaluate(record, expect)
+        report = evaluate(record if isinstance(record, RunRecord) else RunRecord(record), expect)
         if report.ok:
             return None
         return "\n".join(str(f) for f in report.failures)

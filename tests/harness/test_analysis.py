@@ -4,7 +4,8 @@ import pytest
 
 from flhil.harness.results import checks as analysis
 from flhil.harness.results import oracles
-from flhil.harness.results.checks import ExpectationFailed, evaluate
+from flhil.harness.results.expectations import Evidence, evaluate
+from flhil.harness.results.verdict import ExpectationFailed
 from flhil.harness.results.record import RunRecord
 
 SEED = 7
@@ -181,7 +182,7 @@ def test_accuracy_from_model_and_vs_clean():
     bad = failures(analysis.check_accuracy_vs_clean(worse, clean, margin=0.05))
     assert bad and "clean" in bad[0].expected
     assert not failures(analysis.check_accuracy_vs_clean(clean, [clean, 0.95], margin=0.05))
-    report = evaluate(worse, {"accuracy_vs_clean": {"margin": 0.05}}, clean=clean)
+    report = evaluate(worse, {"accuracy_vs_clean": {"margin": 0.05}}, Evidence(clean=[clean]))
     with pytest.raises(ExpectationFailed, match="replay with seed=7"):
         report.raise_if_failed()
 

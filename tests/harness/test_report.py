@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from flhil.harness.results import checks as analysis
+from flhil.harness.results.expectations import Evidence, evaluate
 from flhil.harness.report import plots as report
 from flhil.harness.results.record import RunRecord
 
@@ -119,7 +119,7 @@ def test_attach_to_allure_redacts_every_text(fake_allure, tmp_path):
     log_file = tmp_path / "node1.log"
     log_file.write_text("connecting to lab with password %s\nok\n" % PASSWORD)
     logs = {0: "boot\nwifi password=%s key=%s\n" % (PASSWORD, RUN_KEY), 1: str(log_file)}
-    rep = analysis.evaluate(rec, {"oracle": [1.75, 1.75, 1.75]})
+    rep = evaluate(rec, {"oracle": True}, Evidence(oracle=[1.75, 1.75, 1.75]))
     assert report.attach_to_allure(rec, rep, logs, secrets=[PASSWORD, RUN_KEY])
 
     names = [name for name, _, _ in fake_allure]

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from flhil.fixtures import allure_env
-from flhil.harness.results import checks as analysis
+from flhil.harness.results.expectations import Evidence, evaluate
+from flhil.harness.results.record import RunRecord
 from flhil.harness.config import lab as labfile
 from flhil.harness.errors import BoardError, ConfigError, HarnessError
 from flhil.harness.lab.lab import LabError
@@ -39,8 +40,8 @@ def _record(nodes, hang=None, events=None):
             node["result"] = 1.0
             evs.append({"ev": "result", "n": n, "t": 900000, "value": 1.0, "status": "ok"})
         out[str(n)] = node
-    return {"spec": spec, "seed": 5, "run": "r-test", "backend": "pc", "nodes": out, "faults": [],
-            "phases": {}, "hang": hang, "errors": []}
+    return RunRecord({"spec": spec, "seed": 5, "run": "r-test", "backend": "pc", "nodes": out, "faults": [],
+                      "phases": {}, "hang": hang, "errors": []})
 
 
 def _round(n, skipped=False):
@@ -56,8 +57,8 @@ def _failure(raise_it):
     return ("failed" if failed else "broken"), info.exconly()
 
 
-def _expectations(record, expect, **kw):
-    return lambda: analysis.evaluate(record, expect, **kw).raise_if_failed()
+def _expectations(record, expect, oracle_values=None):
+    return lambda: evaluate(record, expect, Evidence(oracle=oracle_values)).raise_if_failed()
 
 
 def _raise(exc):
