@@ -36,7 +36,9 @@ from _common import parse_args, pss_kb, ratio, rss_kb, sigterm_as_interrupt, tab
 from _common import run_main  # noqa: E402
 
 from flhil.harness.lab import deploy
-from flhil.harness.run import realtime as runner
+from flhil.harness.run import pipeline  # noqa: E402
+from flhil.harness.run.realtime import LabBackend  # noqa: E402
+from flhil.harness.run.spec import RunSpec  # noqa: E402
 from flhil.harness.lab.lab import FIRMWARE_DIR, Lab  # noqa: E402
 from flhil.harness.config.lab import default_emulated_lab  # noqa: E402
 
@@ -85,7 +87,7 @@ def private_cache(root):
 
 
 def central_spec(n, iterations):
-    return runner.RunSpec(
+    return RunSpec(
         app="central_avg",
         nodes=n,
         algorithm="centralized",
@@ -110,7 +112,7 @@ def bring_up(lab, n, label):
         written += len(res.written)
         skipped += len(res.skipped)
     deploy_s = time.monotonic() - t
-    rec = lab.run_on(central_spec(n, 1), boards, lab.run_dir(label))
+    rec = pipeline.execute(central_spec(n, 1), LabBackend(nodes=boards), run_dir=lab.run_dir(label))
     ok = all(v["status"] == "ok" for v in rec["nodes"].values())
     ready_s = rec["phases"].get("ready")
     return {
@@ -174,7 +176,7 @@ def scale_run(lab, n, iterations, pc_server):
     sampler.start()
     t = time.monotonic()
     try:
-        rec = lab.run_on(spec, nodes, run_dir)
+        rec = pipeline.execute(spec, LabBackend(nodes=nodes), run_dir=run_dir)
     finally:
         sampler.stop()
     entry["run_wall_s"] = time.monotonic() - t

@@ -30,7 +30,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import REPO, median, parse_args, percentile, ratio, sigterm_as_interrupt, table, write_json  # noqa: E402
 from _common import run_main  # noqa: E402
 
-from flhil.harness.run import realtime as runner
+from flhil.harness.run import pipeline  # noqa: E402
+from flhil.harness.run.realtime import LabBackend  # noqa: E402
+from flhil.harness.run.spec import RunSpec  # noqa: E402
 from flhil.harness.lab.boards.pc import PcNode  # noqa: E402
 
 UPSTREAM_ROUND_MS = {8: 11.0, 18: 28.0, 32: 62.0}  # MPT-FLA, 2-core machine, CPython, localhost
@@ -55,19 +57,19 @@ def run_config(interp, n, iterations, workdir, quick):
     ]
     # no faults: rounds end when every client answered; the deadlines only bound a broken run
     timing = {"round_ms": 2000, "recv_ms": 2000, "startup_ms": 5000 if quick else 10000}
-    spec = runner.RunSpec(
+    spec = RunSpec(
         app="central_avg",
         nodes=n,
         algorithm="centralized",
         args={"iterations": iterations},
         timing=timing,
         seed=1,
-        run_deadline_s=15 if quick else 30,
+        deadline_s=15 if quick else 30,
     )
     try:
         for node in nodes:
             node.prepare()
-        return runner.run(spec, nodes, os.path.join(workdir, "log"))
+        return pipeline.execute(spec, LabBackend(nodes=nodes), run_dir=os.path.join(workdir, "log"))
     finally:
         for node in nodes:
             node.close()

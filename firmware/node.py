@@ -47,8 +47,7 @@ class Node:
         skew = self.faults.skew
         if skew is not None and skew[0]:
             clock = SkewedClock(clock, skew[0])
-            if tel is None:
-                self.tel.clock = clock
+            self.tel.clock = clock  # telemetry reads the node's own (skewed) time
         self.clock = clock
         self.counts = new_counts()
         if transport is None:

@@ -1,5 +1,7 @@
 """Keep secrets (the Wi-Fi password of a run config) out of logs, errors and reports."""
 
+import json
+
 MASK = "***"
 
 
@@ -11,10 +13,15 @@ def secrets_of(run_config):
 
 
 def redact(text, secrets):
-    """`text` with every occurrence of each secret replaced by a mask."""
+    """`text` with every occurrence of each secret replaced by a mask, also where it appears
+    escaped inside a JSON string; longest first, so a secret that contains another goes whole."""
     if not isinstance(text, str):
         text = str(text)
+    forms = set()
     for s in secrets or ():
         if s:
-            text = text.replace(s, MASK)
+            forms.add(str(s))
+            forms.add(json.dumps(str(s))[1:-1])
+    for s in sorted(forms, key=len, reverse=True):
+        text = text.replace(s, MASK)
     return text

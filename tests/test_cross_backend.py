@@ -6,8 +6,9 @@ import os
 
 import pytest
 
-from flhil.harness.run import pipeline as scenario_run
 from flhil.harness.config.scenario import load_scenario
+from flhil.harness.run import pipeline as scenario_run
+from flhil.harness.run.backend import make_backend
 
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scenarios")
 FAULT_FREE = ["centralized/clean", "decentralized/clean", "tdm/clean", "getmeas/clean", "logreg/clean",
@@ -22,10 +23,9 @@ def _first_case(name):
 
 def _both(lab, case):
     spec = scenario_run.spec_for(case)
-    realtime = scenario_run.execute(lab, spec, boards=case.nodes.boards, name="cross-" + case.id)
-    spec = scenario_run.spec_for(case)
-    spec.backend = "virtual"
-    return realtime, scenario_run.execute(None, spec)
+    realtime = scenario_run.execute(spec, make_backend("realtime", lab=lab, boards=case.nodes.boards),
+                                    name="cross-" + case.id)
+    return realtime, scenario_run.execute(spec, make_backend("virtual"))
 
 
 @pytest.mark.sim

@@ -1,7 +1,7 @@
 """The pytest plugin as a user meets it: fixtures, scenario collection, errors and skips."""
 import pytest
 
-from flhil.harness.run.realtime import RunSpec
+from flhil.harness.run.spec import RunSpec
 
 pytest_plugins = ["pytester"]
 

@@ -2,6 +2,9 @@
 replies; each client moves halfway towards the server's model."""
 
 
+ARGS = {"iterations": 1}  # the arguments this app takes, with their defaults
+
+
 def server_cb(privateData, msgs):
     return sum(msgs) / len(msgs)
 
@@ -11,4 +14,5 @@ def client_cb(localData, privateData, msg):
 
 
 async def run(node, args):
-    return await node.fl_centralized(server_cb, client_cb, float(node.id + 1), None, args.get("iterations", 1))
+    iterations = args.get("iterations", ARGS["iterations"])
+    return await node.fl_centralized(server_cb, client_cb, float(node.id + 1), None, iterations)

@@ -2,6 +2,9 @@
 midpoints between itself and each neighbour, x_i' = x_i/2 + (S - x_i)/(2(n-1))."""
 
 
+ARGS = {"iterations": 1}  # the arguments this app takes, with their defaults
+
+
 def server_cb(privateData, msgs):
     return sum(msgs) / len(msgs)
 
@@ -11,4 +14,5 @@ def client_cb(localData, privateData, msg):
 
 
 async def run(node, args):
-    return await node.fl_decentralized(server_cb, client_cb, float(node.id + 1), None, args.get("iterations", 1))
+    iterations = args.get("iterations", ARGS["iterations"])
+    return await node.fl_decentralized(server_cb, client_cb, float(node.id + 1), None, iterations)

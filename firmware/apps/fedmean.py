@@ -11,6 +11,7 @@ from flhil.apps.common import Rng
 
 FEDMEAN_STREAM = 0x464D  # "FM"
 BASE = 20.0              # readings are BASE + 2 * gauss, dyadic (exact on boards and PCs)
+ARGS = {"iterations": 3, "threshold": 0.0, "samples": 8}  # the arguments, with their defaults
 
 
 def readings(node, seed, samples):
@@ -55,9 +56,9 @@ def oracle(n, seed, iterations=3, threshold=0.0, samples=8, server=0):
 
 
 async def run(node, args):
-    iterations = args.get("iterations", 3)
-    t0 = float(args.get("threshold", 0.0))
-    samples = args.get("samples", 8)
+    iterations = args.get("iterations", ARGS["iterations"])
+    t0 = float(args.get("threshold", ARGS["threshold"]))
+    samples = args.get("samples", ARGS["samples"])
     if node.id == node.server:
         last = [t0]
 

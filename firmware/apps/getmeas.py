@@ -1,6 +1,8 @@
 """getMeas on a topology (upstream example 8): every node exchanges 1.0 + id with its neighbours
 for a number of slots; the result per slot must equal [1.0 + p for p in peers]."""
 
+ARGS = {"topology": "complete", "slots": 1}  # the arguments this app takes, with their defaults
+
 
 def neighbours(topology, n, me):
     if topology == "ring":
@@ -13,8 +15,8 @@ def neighbours(topology, n, me):
 
 
 async def run(node, args):
-    peers = neighbours(args.get("topology", "complete"), node.n, node.id)
+    peers = neighbours(args.get("topology", ARGS["topology"]), node.n, node.id)
     results = []
-    for _ in range(args.get("slots", 1)):
+    for _ in range(args.get("slots", ARGS["slots"])):
         results.append(await node.getMeas(peers, 1.0 + node.id))
     return {"peers": peers, "slots": results}

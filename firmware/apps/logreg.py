@@ -11,6 +11,8 @@ import math
 
 from flhil.apps import common
 
+ARGS = common.LOGREG_DEFAULTS  # the arguments this app takes, with their defaults
+
 
 def log_loss(w, xs, ys):
     """Mean log loss of model w on (xs, ys)."""

@@ -8,10 +8,12 @@ keeps the state. A node that rejoins after a dropout restarts from its initial s
 Args: `blocks` (default 1), `slots` per block (default 1). Result: the final state."""
 from flhil.apps.common import odts_schedule, odts_update
 
+ARGS = {"blocks": 1, "slots": 1}  # the arguments this app takes, with their defaults
+
 
 async def run(node, args):
-    blocks = args.get("blocks", 1)
-    slots = args.get("slots", 1)
+    blocks = args.get("blocks", ARGS["blocks"])
+    slots = args.get("slots", ARGS["slots"])
     odata = float(node.id + 1)
     state = odata
     for _ in range(blocks):

@@ -43,10 +43,11 @@ def cmd_run(args):
     """Run a scenario file without pytest: every case, a summary line each, exit 1 on failure."""
     import os
     from flhil.harness.config import lab as labfile
-    from flhil.harness.run import pipeline as scenario_run
+    from flhil.harness.config.scenario import load_scenario
     from flhil.harness.errors import HarnessError
     from flhil.harness.lab.lab import Lab
-    from flhil.harness.config.scenario import load_scenario
+    from flhil.harness.run import pipeline
+    from flhil.harness.run.backend import make_backend
     try:
         scenario = load_scenario(args.scenario)
         lab_spec = labfile.load_lab(args.lab) if args.lab else labfile.default_emulated_lab(8)
@@ -56,15 +57,17 @@ def cmd_run(args):
     failed = 0
     workdir = os.path.abspath(os.path.join(args.report_dir, "cli-lab"))
     with Lab(lab_spec, workdir) as lab:
-        for case in scenario.cases():
-            spec = scenario_run.spec_for(case, args.seed)
+        for case in scenario.cases(seeds=args.seed):
+            spec = pipeline.spec_for(case)
             if args.backend == "virtual":
-                spec.backend = "virtual"
-            clean = None
-            if scenario_run.needs_clean_run(case.expect):
-                clean = scenario_run.execute(lab, scenario_run.clean_spec(spec), case.nodes.boards, args.hil)
-            record = scenario_run.execute(lab, spec, boards=case.nodes.boards, hil=args.hil, name=case.id)
-            report = scenario_run.analyse(record, case.expect, spec, clean=clean)
+                backend = make_backend("virtual", run_dirs=lab.run_dir)
+            else:
+                backend = make_backend("realtime", lab=lab, boards=case.nodes.boards, hil=args.hil)
+            clean = []
+            if pipeline.needs_clean_run(case.expect):
+                clean = [pipeline.execute(pipeline.clean_spec(spec), backend, name="clean-" + case.id)]
+            record = pipeline.execute(spec, backend, name=case.id)
+            report = pipeline.analyse(record, case.expect, spec, clean=clean)
             stem = os.path.splitext(os.path.basename(scenario.path))[0]
             path = record.save(os.path.join(args.report_dir, "records", "%s-%s.json" % (stem, case.id)))
             verdict = "PASS" if report.ok else "FAIL"
@@ -106,7 +109,8 @@ def build_parser():
     p.add_argument("scenario")
     p.add_argument("--lab", default=None, help="lab file (default: 8 emulated boards and PC nodes)")
     p.add_argument("--hil", action="store_true", help="run the board nodes on the lab's real boards")
-    p.add_argument("--seed", type=int, default=None, help="override the scenario's seeds")
+    p.add_argument("--seed", type=int, action="append", default=None,
+                   help="run with this seed instead of the scenario's seeds (repeatable)")
     p.add_argument("--backend", choices=("realtime", "virtual"), default="realtime")
     p.add_argument("--report-dir", default="reports")
     p.set_defaults(func=cmd_run)

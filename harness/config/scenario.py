@@ -63,18 +63,24 @@ class Scenario:
     _doc: dict = field(repr=False, compare=False, default_factory=dict)
     _source: Source = field(repr=False, compare=False, default=None)
 
-    def cases(self) -> list["ScenarioCase"]:
-        """One case per (params combination x seed), combinations in file order, seeds inner."""
+    def cases(self, seeds=None) -> list["ScenarioCase"]:
+        """One case per (params combination x seed), combinations in file order, seeds inner.
+        `seeds` replace the file's seeds (a command line's --seed)."""
+        if seeds:
+            return list(self._cases_for(tuple(seeds)))
         return list(self._cases)
 
     @cached_property
     def _cases(self) -> tuple["ScenarioCase", ...]:
+        return self._cases_for(self.seeds)
+
+    def _cases_for(self, seeds) -> tuple["ScenarioCase", ...]:
         paths = list(self.params)
         cases = []
         for values in itertools.product(*(self.params[p] for p in paths)):
             chosen = dict(zip(paths, values))
             resolved = self._resolve(chosen) if chosen else self
-            for seed in self.seeds:
+            for seed in seeds:
                 label = "-".join([f"{p}={format_param_value(v)}" for p, v in chosen.items()]
                                  + [f"seed={seed}"])
                 faults = normalise_fault_plan(resolved.faults, resolved.nodes.count, run_seed=seed)

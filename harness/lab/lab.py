@@ -10,7 +10,6 @@ import tempfile
 import time
 
 from flhil.harness import FIRMWARE_DIR
-from flhil.harness.run import realtime as runner
 from flhil.harness.lab.boards.pc import PcNode
 from flhil.harness.errors import HarnessError
 
@@ -158,28 +157,6 @@ class Lab:
         self._runs += 1
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80]
         return os.path.join(self.workdir, "runs", "%03d-%s" % (self._runs, safe))
-
-    def run_on(self, spec, nodes, run_dir, hil=False):
-        """Run a spec on allocated nodes; returns the run-record dict (also saved as record.json)."""
-        wifi = None
-        if hil and self.spec.network is not None:
-            wifi = {"ssid": self.spec.network.ssid, "password": self.spec.wifi_password()}
-        try:
-            return runner.run(spec, nodes, run_dir, wifi=wifi)
-        finally:
-            for node in nodes:
-                if node.kind == "pc":
-                    node.close()
-
-    def run(self, spec, boards=None, hil=False, name=None):
-        """Allocate, run and time the provisioning; the one-call form for scripts and the CLI."""
-        run_dir = self.run_dir(name or spec.app)
-        t = time.monotonic()
-        nodes = self.allocate(spec.nodes, boards, hil, run_dir)
-        provision_s = time.monotonic() - t
-        record = self.run_on(spec, nodes, run_dir, hil)
-        record["phases"]["provision"] = provision_s
-        return record
 
     def secrets(self):
         """Strings that must never appear in logs or reports."""

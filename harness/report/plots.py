@@ -1,9 +1,6 @@
-"""Figures, tables and Allure attachments of a run record.
-
-Plots use matplotlib's Agg backend (no display). Allure is optional: `attach_to_allure` does
-nothing when allure-pytest is not importable. Every text attachment passes through `redact`, so
-secrets (Wi-Fi password, run key) never reach a report.
-"""
+"""Figures and tables of a run record: convergence and timing plots (PNG, matplotlib's Agg
+backend, no display), the fault timeline (CSV), the timing table. The pytest plugin attaches them
+to Allure (`flhil.fixtures.allure_glue`)."""
 from __future__ import annotations
 
 import csv
@@ -16,18 +13,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend choice)
 
-from flhil.harness.results.record import RunRecord  # noqa: E402
-
 FAULT_COLOURS = {
     "loss": "tab:red", "burst_loss": "tab:pink", "delay": "tab:orange", "dup": "tab:olive",
     "reorder": "tab:cyan", "partition": "tab:purple", "crash": "black", "rejoin": "tab:green",
     "slot_jitter": "tab:brown", "clock_skew": "tab:gray",
 }
 FAULT_COLUMNS = ["t", "n", "kind", "dst", "p", "i", "ms"]
-
-
-def _as_record(record):
-    return record if isinstance(record, RunRecord) else RunRecord(record)
 
 
 def _title(record, what):
@@ -48,10 +39,9 @@ def _scalar(v):
 def convergence_plot(record, path) -> Path:
     """Value per node per round/slot (round_end / slot_end `v`); faults as ticks at the round
     they hit (fault `i`), one colour per kind."""
-    record = _as_record(record)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for node in record.node_ids():
-        points = [(i, _scalar(v)) for i, v in sorted(record.values(node).items())]
+        points = [(i, _scalar(v)) for i, v in sorted(record.step_values(node).items())]
         points = [(i, y) for i, y in points if y is not None]
         if points:
             xs, ys = zip(*points)
@@ -81,7 +71,6 @@ def convergence_plot(record, path) -> Path:
 
 def timing_plot(record, path) -> Path:
     """Round latency per round per node; for TDM runs, slot lateness against the guard time."""
-    record = _as_record(record)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     tdm = not any(record.round_latencies_ms(n) for n in record.node_ids())
     for node in record.node_ids():
@@ -113,7 +102,6 @@ def _save(fig, path) -> Path:
 def fault_timeline_csv(record) -> str:
     """One row per injected fault, by time; kind-specific fields beyond FAULT_COLUMNS go in
     `extra` as JSON."""
-    record = _as_record(record)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(FAULT_COLUMNS + ["extra"])
@@ -131,7 +119,6 @@ def _cell(v):
 def timing_table(record) -> str:
     """Markdown table per node: rounds, mean / p95 / max round latency (ms) and worst slot
     lateness (ms), all in the node's own clock."""
-    record = _as_record(record)
     lines = ["| node | rounds | mean ms | p95 ms | max ms | slots | worst late ms |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for node in record.node_ids():
@@ -147,20 +134,7 @@ def timing_table(record) -> str:
     return "\n".join(lines) + "\n"
 
 
-def redact(text, secrets) -> str:
-    """Replace every occurrence of each secret by ***; longest first so a secret that contains
-    another is removed whole."""
-    forms = set()
-    for s in secrets or ():
-        if s:
-            forms.add(str(s))
-            forms.add(json.dumps(str(s))[1:-1])  # as escaped inside a JSON string
-    for s in sorted(forms, key=len, reverse=True):
-        text = text.replace(s, "***")
-    return text
-
-
-def _read_log(log):
+def read_log(log):
     """A node log given as text, a path, or None."""
     if log is None:
         return ""
@@ -174,44 +148,3 @@ def _is_file(name):
         return Path(name).is_file()
     except (OSError, ValueError):
         return False
-
-
-def attach_to_allure(record, report=None, logs=None, secrets=(), workdir=None) -> bool:
-    """Attach plots (PNG), fault timeline (CSV), timing table, the analysis report, the run
-    record (JSON) and per-node logs ({node: text or path}; default: the record's log paths).
-    Returns False when allure is not importable. Secrets are redacted from every text."""
-    try:
-        import allure
-    except ImportError:
-        return False
-    import tempfile
-
-    record = _as_record(record)
-    secrets = list(secrets or ())
-    kind = allure.attachment_type
-
-    def text(body, name, atype):
-        allure.attach(redact(body, secrets), name=name, attachment_type=atype)
-
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        for name, plot in (("convergence", convergence_plot), ("timing", timing_plot)):
-            try:
-                png = plot(record, Path(tmp) / (name + ".png"))
-            except Exception as exc:  # a plot must never hide the test's own outcome
-                text("plot failed: %r" % exc, name + " plot error", kind.TEXT)
-                continue
-            allure.attach.file(str(png), name=name, attachment_type=kind.PNG)
-    text(fault_timeline_csv(record), "fault timeline", kind.CSV)
-    text(timing_table(record), "timing table", kind.TEXT)
-    if report is not None:
-        text(report.summary() if hasattr(report, "summary") else str(report), "findings", kind.TEXT)
-    text(record.to_json(), "run record", kind.JSON)
-    if logs is None:
-        logs = {n: record.log_path(n) for n in record.node_ids() if record.log_path(n)}
-    for node, log in sorted(logs.items(), key=lambda kv: str(kv[0])):
-        try:
-            body = _read_log(log)
-        except OSError as exc:
-            body = "log unreadable: %s" % exc
-        text(body, "log node %s" % node, kind.TEXT)
-    return True

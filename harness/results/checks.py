@@ -71,7 +71,7 @@ def check_oracle(record, oracle_values=None, rel=DEFAULT_REL, rounds=None):
     if rounds and oracle.get("rounds"):
         base = _index_base(record)
         for node in record.node_ids():
-            for i, v in sorted(record.values(node).items()):
+            for i, v in sorted(record.step_values(node).items()):
                 k = i - base
                 if 0 <= k < len(oracle["rounds"]) and node < len(oracle["rounds"][k]):
                     expected = oracle["rounds"][k][node]
@@ -129,7 +129,7 @@ def check_consensus(record, eps=1e-3, safety=2.0, scale=None):
         scale = max(init) - min(init)
     by_round = {}
     for node in record.node_ids():
-        for i, v in record.values(node).items():
+        for i, v in record.step_values(node).items():
             if _number(v):
                 by_round.setdefault(i, []).append(v)
     rounds = sorted(i for i, vs in by_round.items() if len(vs) >= 2)
@@ -162,7 +162,7 @@ def check_mass_conserved(record, tol=1e-9):
     limit = tol * max(1.0, abs(m0))
     by_round = {}
     for node in record.node_ids():
-        for i, v in record.values(node).items():
+        for i, v in record.step_values(node).items():
             if _number(v):
                 by_round.setdefault(i, {})[node] = v
     complete = sorted(i for i, vs in by_round.items() if len(vs) == n)

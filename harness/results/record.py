@@ -6,6 +6,7 @@ assumes optional parts exist: a crashed or missing node may have a handful of ev
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,17 +28,57 @@ class HeapStats:
         return None if self.total is None else self.total - self.min_free
 
 
-class RunRecord:
+class RunRecord(Mapping):
+    """A run record. It reads like its JSON document (`record["nodes"]`, `record.get("hang")`)
+    and answers the questions checks and reports ask."""
+
     def __init__(self, data: dict | None = None):
         self.data = data if data is not None else {}
         self.data.setdefault("nodes", {})
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+    def __iter__(self):
+        return iter(self.data)
+
+    def __len__(self):
+        return len(self.data)
 
     # ------------------------------------------------------------ persistence
 
     @classmethod
     def load(cls, path) -> "RunRecord":
+        """A record from its record.json, or from a run directory: its record.json, else (a run
+        that was killed before it could write one) the events it streamed to events.jsonl."""
+        path = Path(path)
+        if path.is_dir():
+            if (path / "record.json").is_file():
+                path = path / "record.json"
+            else:
+                return cls.from_stream(path / "events.jsonl")
         with open(path, encoding="utf-8") as f:
-            return cls(json.load(f))
+            data = json.load(f)
+        if not isinstance(data, dict) or not isinstance(data.get("nodes", {}), dict):
+            raise ValueError("%s is not a run record (expected a JSON object with nodes)" % path)
+        return cls(data)
+
+    @classmethod
+    def from_stream(cls, path) -> "RunRecord":
+        """A partial record, marked interrupted, from a run's events.jsonl."""
+        nodes: dict = {}
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    item = json.loads(line)
+                except ValueError:
+                    break  # the last line of a killed run may be cut short
+                entry = nodes.setdefault(str(item["node"]), {"events": [], "status": "timeout", "result": None})
+                ev = item["ev"]
+                entry["events"].append(ev)
+                if ev.get("ev") == "result":
+                    entry["result"], entry["status"] = ev.get("value"), ev.get("status", "ok")
+        return cls({"nodes": nodes, "stopped": "interrupted", "faults": [], "hang": None, "errors": []})
 
     @classmethod
     def from_json(cls, text: str) -> "RunRecord":
@@ -98,10 +139,7 @@ class RunRecord:
 
     @property
     def server(self) -> int:
-        server = self.spec.get("server")
-        if server is None and isinstance(self.spec.get("nodes"), dict):
-            server = self.spec["nodes"].get("server")
-        return int(server) if server is not None else 0
+        return int(self.spec.get("server") or 0)
 
     @property
     def algorithm(self) -> str | None:
@@ -113,14 +151,10 @@ class RunRecord:
 
     @property
     def n_nodes(self) -> int:
-        """Node count from the spec (int, list of nodes, or {count: ...}), else from the record."""
+        """Node count of the spec (of the record's nodes for a partial record)."""
         nodes = self.spec.get("nodes")
         if isinstance(nodes, int):
             return nodes
-        if isinstance(nodes, dict) and isinstance(nodes.get("count"), int):
-            return nodes["count"]
-        if isinstance(nodes, (list, tuple)) and nodes:
-            return len(nodes)
         ids = self.node_ids()
         return max(ids) + 1 if ids else 0
 
@@ -130,9 +164,7 @@ class RunRecord:
         return sorted(int(k) for k in self.data["nodes"])
 
     def node(self, node) -> dict:
-        nodes = self.data["nodes"]
-        entry = nodes.get(str(node), nodes.get(node))
-        return entry if isinstance(entry, dict) else {}
+        return self.data["nodes"].get(str(node)) or {}
 
     def events(self, node=None, ev=None) -> list[dict]:
         """Events of one node (or all nodes, node by node), optionally of one kind or of a
@@ -153,6 +185,14 @@ class RunRecord:
             return entry["result"]
         results = self.events(node, "result")
         return results[-1].get("value") if results else None
+
+    def results(self) -> dict:
+        """{node id: final value} of every node."""
+        return {n: self.result(n) for n in self.node_ids()}
+
+    def statuses(self) -> dict:
+        """{node id: status} of every node."""
+        return {n: self.status(n) for n in self.node_ids()}
 
     def has_result(self, node) -> bool:
         entry = self.node(node)
@@ -191,7 +231,7 @@ class RunRecord:
         """Per-step ends, whichever the app emits: rounds, else TDM slots."""
         return self.rounds(node) or self.slots(node)
 
-    def values(self, node) -> dict[int, object]:
+    def step_values(self, node) -> dict[int, object]:
         """{iteration or slot: v}: round_end / slot_end `v`, then the app's own per-step
         `slot_value` events (node.report), the last one per step winning."""
         out = {}
@@ -247,13 +287,13 @@ class RunRecord:
     # ------------------------------------------------------------ faults
 
     def faults(self) -> list[dict]:
-        """Fault timeline sorted by time: the record's `faults` list, else the nodes' fault
-        events. Times are each node's own clock (µs), so ordering across nodes is approximate."""
+        """Fault timeline sorted by time: the record's `faults` list (on one clock, `at_us` from
+        the start of slot 0), else the nodes' fault events (each on its node's own clock)."""
         faults = self.data.get("faults")
         if not faults:
             faults = self.events(ev="fault")
         return sorted((dict(f) for f in faults),
-                      key=lambda f: (_num(f.get("t")), _int(f.get("n"))))
+                      key=lambda f: (_num(f.get("at_us", f.get("t"))), _int(f.get("n"))))
 
     def fault_kinds(self) -> set[str]:
         return {f.get("kind") for f in self.faults() if f.get("kind")}

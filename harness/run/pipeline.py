@@ -1,22 +1,55 @@
-"""Running a scenario case end to end without pytest: spec, provision, run, analyse.
+"""The one path of a run, for every backend and every caller (plugin, CLI, scripts):
 
-`step(name)` is a context-manager factory that wraps each phase; the pytest plugin passes Allure's
-`allure.step`, the CLI passes nothing."""
+    spec ──> backend.place (where each node runs) ──> run configs, built once
+         ──> backend.run (nodes feed the collector) ──> collector.finish ──> RunRecord
+         ──> analyse (the [expect] registry) ──> Verdict
+
+`step(name)` is a context-manager factory wrapped around each phase: the pytest plugin passes
+Allure's `allure.step`, the CLI nothing."""
 import contextlib
 import time
 
-from flhil.harness.results.expectations import Evidence, evaluate
 from flhil.harness.results import oracles
-from flhil.harness.results.record import RunRecord
-from flhil.harness.run.realtime import RunSpec
+from flhil.harness.results.expectations import Evidence, evaluate
+from flhil.harness.run.collector import Collector
+from flhil.harness.run.configs import node_configs, run_identity
+from flhil.harness.run.spec import RunSpec
 
 
-def spec_for(case, seed=None):
-    """The run spec of a scenario case (optionally with another seed)."""
-    s = case.scenario
-    return RunSpec(app=s.app, nodes=s.nodes.count, algorithm=s.algorithm, server=s.nodes.server,
-                   args=dict(s.args), timing=dict(s.timing), faults=dict(case.faults),
-                   seed=case.seed if seed is None else seed, strict=s.strict)
+def _no_step(_name):
+    return contextlib.nullcontext()
+
+
+def execute(spec, backend, run_dir=None, name=None, step=None):
+    """Place, configure and run one spec on a backend; returns the RunRecord (also saved as
+    record.json in the run's directory when it has one)."""
+    spec = RunSpec.of(spec)
+    step = step or _no_step
+    slots = []
+    try:
+        with step("provision and deploy"):
+            t = time.monotonic()
+            if run_dir is None and hasattr(backend, "run_dir"):
+                run_dir = backend.run_dir(name or spec.app)
+            slots = backend.place(spec, run_dir)
+            provision_s = time.monotonic() - t
+        run_id, key = run_identity(spec, backend.deterministic)
+        configs = node_configs(spec, slots, run_id, key, wifi=backend.wifi())
+        collector = Collector(spec, slots, run_id, backend.label(slots), run_dir,
+                              keep_events=getattr(backend, "keep_events", True),
+                              keep_trace=backend.deterministic)
+        collector.phases["provision"] = provision_s
+        with step("run %s on %d nodes" % (spec.app, spec.nodes)):
+            try:
+                unfinished, stopped, extra = backend.run(spec, configs, collector)
+            except BaseException:
+                # Ctrl-C, SIGTERM, a harness bug: what the nodes said so far is kept
+                collector.finish(unfinished=range(spec.nodes), stopped="interrupted")
+                raise
+        return collector.finish(unfinished, stopped, extra)
+    finally:
+        if slots:
+            backend.release(slots)
 
 
 def oracle_values(spec):
@@ -27,29 +60,20 @@ def oracle_values(spec):
         return None
 
 
-def execute(lab, spec, boards=None, hil=False, name=None, step=None):
-    """Provision and run one spec; returns a RunRecord. Virtual specs need no lab."""
-    step = step or (lambda _name: contextlib.nullcontext())
-    if spec.backend == "virtual":
-        from flhil.harness.run.virtual import run_virtual
-        with step("run in virtual time"):
-            return RunRecord(run_virtual(spec))
-    with step("provision and deploy"):
-        t = time.monotonic()
-        run_dir = lab.run_dir(name or spec.app)
-        nodes = lab.allocate(spec.nodes, boards, hil, run_dir)
-        provision_s = time.monotonic() - t
-    with step("run %s on %d nodes" % (spec.app, spec.nodes)):
-        record = lab.run_on(spec, nodes, run_dir, hil)
-    record["phases"]["provision"] = provision_s
-    return RunRecord(record)
-
-
-def analyse(record, expect, spec, clean=None, step=None):
-    step = step or (lambda _name: contextlib.nullcontext())
+def analyse(record, expect, spec, clean=(), step=None):
+    """The verdict of a run on its [expect] table; `clean`: fault-free records of the same spec."""
+    step = step or _no_step
     with step("analyse"):
-        oracle = oracle_values(spec) if "oracle" in expect or "accuracy" in expect else None
-        return evaluate(record, expect, Evidence(oracle=oracle, clean=[clean] if clean is not None else []))
+        oracle = oracle_values(RunSpec.of(spec)) if "oracle" in expect or "accuracy" in expect else None
+        return evaluate(record, expect, Evidence(oracle=oracle, clean=list(clean)))
+
+
+def spec_for(case):
+    """The run spec of a scenario case."""
+    s = case.scenario
+    return RunSpec(app=s.app, nodes=s.nodes.count, algorithm=s.algorithm, server=s.nodes.server,
+                   args=dict(s.args), timing=dict(s.timing), faults=dict(case.faults),
+                   seed=case.seed, strict=s.strict)
 
 
 def needs_clean_run(expect):
@@ -58,6 +82,4 @@ def needs_clean_run(expect):
 
 def clean_spec(spec):
     """The same spec without faults: the baseline of `accuracy_vs_clean`."""
-    d = spec.to_dict()
-    d["faults"] = {}
-    return RunSpec(**d)
+    return spec.replace(faults={})

@@ -24,7 +24,8 @@ import os
 import sys
 
 from flhil.harness.results.record import RunRecord
-from flhil.harness.run.virtual import ALGORITHM_APPS, run_virtual
+from flhil.harness.run.virtual import run_virtual
+from flhil.vocab import ALGORITHMS as ALGORITHM_APPS
 
 # what each algorithm's regression search asserts by default (scenario [expect] keys)
 DEFAULT_EXPECT = {

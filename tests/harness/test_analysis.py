@@ -306,7 +306,7 @@ def test_tdm_values_from_slot_value_events():
         nodes[str(n)] = {"status": "ok", "result": rows[-1][n], "events": evs}
     rec = RunRecord({"spec": {"algorithm": "tdm", "nodes": 4, "args": {"blocks": 1, "slots": 3}},
                      "seed": SEED, "nodes": nodes})
-    assert rec.values(1) == {0: rows[0][1], 1: rows[1][1], 2: rows[2][1]}
+    assert rec.step_values(1) == {0: rows[0][1], 1: rows[1][1], 2: rows[2][1]}
     assert rec.heap_peak(2).min_free == 149998
     assert not failures(analysis.check_oracle(rec))
     nodes["3"]["events"][-1]["v"] = 2.0

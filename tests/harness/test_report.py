@@ -10,6 +10,8 @@ import pytest
 from flhil.harness.results.expectations import Evidence, evaluate
 from flhil.harness.report import plots as report
 from flhil.harness.results.record import RunRecord
+from flhil.harness.secrets import redact
+from flhil.fixtures.allure_glue import attach_to_allure
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PASSWORD = "hunter2-wifi!"
@@ -91,7 +93,7 @@ def test_timing_table_has_a_row_per_node():
 def test_redact_plain_and_json_escaped():
     secret = 'pa"ss'
     text = "x %s y %s" % (secret, json.dumps({"p": secret}))
-    out = report.redact(text, [secret])
+    out = redact(text, [secret])
     assert secret not in out and 'pa\\"ss' not in out and out.count("***") == 2
 
 
@@ -120,7 +122,7 @@ def test_attach_to_allure_redacts_every_text(fake_allure, tmp_path):
     log_file.write_text("connecting to lab with password %s\nok\n" % PASSWORD)
     logs = {0: "boot\nwifi password=%s key=%s\n" % (PASSWORD, RUN_KEY), 1: str(log_file)}
     rep = evaluate(rec, {"oracle": True}, Evidence(oracle=[1.75, 1.75, 1.75]))
-    assert report.attach_to_allure(rec, rep, logs, secrets=[PASSWORD, RUN_KEY])
+    assert attach_to_allure(rec, rep, logs, secrets=[PASSWORD, RUN_KEY])
 
     names = [name for name, _, _ in fake_allure]
     assert names[:2] == ["convergence", "timing"]
@@ -139,4 +141,4 @@ def test_attach_to_allure_redacts_every_text(fake_allure, tmp_path):
 
 def test_attach_to_allure_without_allure(monkeypatch):
     monkeypatch.setitem(sys.modules, "allure", None)  # import raises ImportError
-    assert report.attach_to_allure(run_record(), None, {}) is False
+    assert attach_to_allure(run_record(), None, {}) is False

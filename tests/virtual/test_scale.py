@@ -1,6 +1,6 @@
 """1,000 nodes in one process, in virtual time, with exact oracle values."""
 from flhil.apps.getmeas import neighbours
-from flhil.harness.run.virtual import results, run_virtual, statuses
+from flhil.harness.run.virtual import run_virtual
 
 N = 1000
 
@@ -9,8 +9,8 @@ def test_tdm_getmeas_ring_with_1000_nodes():
     slots = 3
     r = run_virtual({"app": "getmeas", "nodes": N, "args": {"slots": slots, "topology": "ring"}, "seed": 1})
     assert r["virtual"]["stopped"] == "done"
-    assert set(statuses(r).values()) == {"ok"}
-    res = results(r)
+    assert set(r.statuses().values()) == {"ok"}
+    res = r.results()
     for i in range(N):
         peers = neighbours("ring", N, i)
         assert res[i] == {"peers": peers, "slots": [[1.0 + p for p in peers]] * slots}, i
@@ -21,9 +21,9 @@ def test_tdm_getmeas_ring_with_1000_nodes():
 def test_centralized_averaging_with_1000_clients():
     r = run_virtual({"app": "central_avg", "nodes": N, "args": {"iterations": 1}, "seed": 1})
     assert r["virtual"]["stopped"] == "done"
-    assert set(statuses(r).values()) == {"ok"}
+    assert set(r.statuses().values()) == {"ok"}
     x = [float(i + 1) for i in range(N)]
-    res = results(r)
+    res = r.results()
     assert res[0] == (x[0] + sum(x[1:]) / (N - 1)) / 2
     assert all(res[i] == (x[i] + x[0]) / 2 for i in range(1, N))
     server_round = [e for e in r["nodes"]["0"]["events"] if e["ev"] == "round_end"]
@@ -35,6 +35,6 @@ def test_tdm_odts_with_1000_nodes():
     slots = 4
     r = run_virtual({"app": "odts", "nodes": N, "args": {"blocks": 1, "slots": slots}, "seed": 1})
     assert r["virtual"]["stopped"] == "done"
-    assert set(statuses(r).values()) == {"ok"}
-    res = results(r)
+    assert set(r.statuses().values()) == {"ok"}
+    res = r.results()
     assert [res[i] for i in range(N)] == odts_final(N, 1, slots)

@@ -7,7 +7,10 @@ import sys
 import pytest
 
 from flhil.harness.run.replay import main as replay_main, replay
-from flhil.harness.run.virtual import replay_plan, replay_spec, results, run_virtual, statuses, trace_hash
+from flhil.harness.config.faults import normalise_fault_plan
+from flhil.harness.results.record import RunRecord
+from flhil.harness.run.replay import replay_plan, replay_spec
+from flhil.harness.run.virtual import run_virtual, trace_hash
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -19,21 +22,21 @@ LOSSY = {"links": [{"src": "*", "dst": "*", "loss": 0.2}],
 def test_centralized_matches_the_upstream_arithmetic():
     r = run_virtual({"app": "central_avg", "nodes": 4, "args": {"iterations": 1}, "seed": 1})
     x = [1.0, 2.0, 3.0, 4.0]  # x_i = i + 1
-    assert results(r) == {0: (x[0] + sum(x[1:]) / 3) / 2, 1: (x[1] + x[0]) / 2, 2: (x[2] + x[0]) / 2,
+    assert r.results() == {0: (x[0] + sum(x[1:]) / 3) / 2, 1: (x[1] + x[0]) / 2, 2: (x[2] + x[0]) / 2,
                           3: (x[3] + x[0]) / 2}
-    assert set(statuses(r).values()) == {"ok"}
+    assert set(r.statuses().values()) == {"ok"}
     assert r["backend"] == "virtual" and r["virtual"]["stopped"] == "done" and r["hang"] is None
 
 
 def test_decentralized_conserves_the_mean_without_faults():
     r = run_virtual({"algorithm": "decentralized", "nodes": 5, "args": {"iterations": 4}, "seed": 2})
-    vals = list(results(r).values())
+    vals = list(r.results().values())
     assert abs(sum(vals) / 5 - 3.0) < 1e-12
     assert max(vals) - min(vals) < 0.1
 
 
 def test_record_shape():
-    r = run_virtual({"app": "getmeas", "nodes": {"count": 3, "server": 1}, "args": {"slots": 2}, "seed": 4})
+    r = run_virtual({"app": "getmeas", "nodes": 3, "server": 1, "args": {"slots": 2}, "seed": 4})
     assert r["spec"]["server"] == 1 and r["seed"] == 4
     node = r["nodes"]["2"]
     assert node["status"] == "ok" and node["result"]["slots"] == [[1.0, 2.0], [1.0, 2.0]]
@@ -41,7 +44,7 @@ def test_record_shape():
     assert node["events"][-1]["ev"] == "done"
     assert len(r["trace"]) == sum(len(n["events"]) for n in r["nodes"].values())
     assert r["trace_hash"] == trace_hash(r["trace"])
-    json.dumps(r)  # a record is JSON
+    json.loads(r.to_json())  # a record is JSON
 
 
 def test_same_seed_same_trace_and_different_seeds_differ():
@@ -73,7 +76,7 @@ def test_run_deadline_cancels_hung_nodes_and_says_what_they_waited_for():
             "faults": {"links": [{"src": 2, "dst": 0, "loss": 1.0}]}}
     r = run_virtual(spec, deadline_s=20)
     assert r["virtual"]["stopped"] == "deadline" and r["virtual"]["t_end_s"] == pytest.approx(20, abs=1e-3)
-    assert statuses(r) == {0: "timeout", 1: "timeout", 2: "timeout"}
+    assert r.statuses() == {0: "timeout", 1: "timeout", 2: "timeout"}
     assert r["nodes"]["0"]["waiting"]["p"] == "cu" and r["nodes"]["0"]["waiting"]["on"] == [2]
     assert r["hang"]["node"] == 0 and r["hang"]["waiting"]["on"] == [2]
     assert r["nodes"]["1"]["waiting"]["p"] == "cd"
@@ -83,11 +86,11 @@ def test_real_time_bound():
     spec = {"app": "getmeas", "nodes": 50, "args": {"slots": 100000}, "seed": 1}
     r = run_virtual(spec, deadline_s=1e6, max_wall_s=0.3)
     assert r["virtual"]["stopped"] == "wall_limit"
-    assert set(statuses(r).values()) == {"timeout"}
+    assert set(r.statuses().values()) == {"timeout"}
 
 
 def test_replay_plan_from_a_hardware_style_record():
-    record = {
+    record = RunRecord({
         "spec": {"app": "central_avg", "nodes": 3, "args": {"iterations": 2}, "seed": 9,
                  "faults": {"seed": 4, "links": [{"loss": 0.3, "delay_ms": 2}],
                             "dropouts": [{"node": 2, "at": 1}], "clock_skew": [{"node": 1, "ppm": 50}]}},
@@ -100,13 +103,13 @@ def test_replay_plan_from_a_hardware_style_record():
             {"ev": "fault", "n": 1, "t": 0, "kind": "clock_skew", "ppm": 50, "offset_ms": 0},
         ],
         "nodes": {"0": {"result": 1.0, "status": "ok"}},
-    }
+    })
     plan = replay_plan(record)
     assert plan == {"seed": 4, "dropouts": [{"node": 2, "at": 1}], "clock_skew": [{"node": 1, "ppm": 50}],
                     "script": [{"src": 1, "dst": 0, "p": "cu", "i": 0, "kind": "loss"},
                                {"src": 0, "dst": 2, "p": "cd", "i": 1, "kind": "delay", "ms": 2.5}]}
     spec = replay_spec(record)
-    assert spec["faults"] == plan and spec["nodes"] == 3
+    assert spec.faults == normalise_fault_plan(plan, 3) and spec.nodes == 3
     r = run_virtual(spec)
     kinds = sorted((f["n"], f["kind"]) for f in r["faults"])
     assert kinds == [(0, "delay"), (1, "clock_skew"), (1, "loss"), (2, "crash")]
@@ -114,8 +117,8 @@ def test_replay_plan_from_a_hardware_style_record():
 
 @pytest.mark.parametrize("app", ["central_avg", "decentral_avg", "getmeas"])
 def test_replay_reproduces_a_run_exactly(app):
-    spec = {"app": app, "nodes": 5, "args": {"iterations": 4, "slots": 4, "topology": "ring"},
-            "faults": LOSSY, "seed": 3}
+    args = {"iterations": 4} if app != "getmeas" else {"slots": 4, "topology": "ring"}
+    spec = {"app": app, "nodes": 5, "args": args, "faults": LOSSY, "seed": 3}
     original = run_virtual(spec)
     assert any(f["kind"] == "loss" for f in original["faults"])
     new, rows, faults_match = replay(original)
@@ -133,9 +136,9 @@ def test_replay_with_delays_duplicates_and_reordering():
 
 
 def test_replay_cli(tmp_path, capsys):
-    spec = {"app": "central_avg", "nodes": 4, "args": {"iterations": 3}, "faults": LOSSY, "seed": 3}
+    spec = {"app": "central_avg", "nodes": 5, "args": {"iterations": 3}, "faults": LOSSY, "seed": 3}
     path = tmp_path / "rec.json"
-    path.write_text(json.dumps(run_virtual(spec)))
+    path.write_text(run_virtual(spec).to_json())
     out = tmp_path / "new.json"
     assert replay_main([str(path), "--out", str(out)]) == 0
     text = capsys.readouterr().out

@@ -1,0 +1,146 @@
+"""The run spec: what one run is, whatever runs it.
+
+    RunSpec(app="central_avg", nodes=5, args={"iterations": 6}, faults=plan, timing={"round_ms": 300})
+
+It is validated like a scenario file (unknown keys with "did you mean", ranges, node ids against
+the node count, the app's arguments against what the app declares), so a typo fails before any
+node starts. A spec does not say where it runs: the caller picks a backend (`run.backend`).
+"""
+import copy
+
+from pydantic import Field
+
+from flhil.harness.config.faults import SEED_MAX, FaultPlanConfig
+from flhil.harness.config.model import ConfigModel, Float, Int, Text, validate
+from flhil.harness.config.scenario import ArgsConfig, TimingConfig
+from flhil.harness.config.toml import At, Source, suggestion
+from flhil.node import TIMING_DEFAULTS
+from flhil.vocab import ALGORITHMS
+
+# the algorithm an app implements, for specs that name only the app
+APP_ALGORITHMS = {app: algorithm for algorithm, app in ALGORITHMS.items()}
+DEFAULT_PORT = 6000
+MAX_RUN_NODES = 1_000_000  # virtual time; a lab backend refuses what its address blocks cannot hold
+STARTUP_SLACK_S = 5    # beyond the start barrier's own deadline, for processes to come up
+RUN_SLACK_S = 10       # beyond every step at its deadline x 1.5
+
+
+class RunSpecModel(ConfigModel):
+    app: Text(description="the app: a module of firmware/apps/") | None = None
+    algorithm: Text(description="the algorithm; default: the app's") | None = None
+    nodes: Int(1, MAX_RUN_NODES, description="number of nodes")
+    server: Int(0, description="id of the FL server and start-up coordinator") = 0
+    args: ArgsConfig = Field(default_factory=ArgsConfig)
+    timing: TimingConfig = Field(default_factory=TimingConfig)
+    faults: FaultPlanConfig = Field(default_factory=FaultPlanConfig)
+    seed: Int(0, SEED_MAX, description="seed of the fault layer and the apps' data") = 1
+    strict: bool = False
+    deadline_s: Float(0, lo_open=True, description="longest the run may take; default from the timing") \
+        | None = None
+
+    def check(self, at, ctx):
+        if self.server >= self.nodes:
+            (at / "server").fail(f"expected a node id from 0 to {self.nodes - 1}, got {self.server}")
+        if self.app is None and self.algorithm is None:
+            at.fail("give an app or an algorithm")
+        if self.algorithm is not None and self.algorithm not in ALGORITHMS and self.app is None:
+            (at / "algorithm").fail(f"expected an algorithm ({', '.join(ALGORITHMS)}) or an app, got "
+                                    f"{self.algorithm!r}{suggestion(self.algorithm, ALGORITHMS)}")
+
+
+class RunSpec:
+    """One run: app, nodes, server, args, timing, fault plan (normalised), seed, strict."""
+
+    FIELDS = ("app", "algorithm", "nodes", "server", "args", "timing", "faults", "seed", "strict",
+              "deadline_s")
+
+    def __init__(self, **fields):
+        at = At(Source(fields.pop("_source", None)), ())
+        nodes = fields.get("nodes")
+        ctx = {"nodes": nodes if isinstance(nodes, int) and not isinstance(nodes, bool) else None}
+        model = validate(RunSpecModel, fields, at, ctx)
+        self.nodes = model.nodes
+        self.server = model.server
+        self.algorithm = model.algorithm or APP_ALGORITHMS.get(model.app)
+        self.app = model.app or ALGORITHMS[model.algorithm]
+        self.args = model.args.data()
+        self.timing = model.timing.data()
+        faults = model.faults.data()
+        faults.setdefault("seed", model.seed)
+        self.faults = faults
+        self.seed = model.seed
+        self.strict = model.strict
+        self.deadline = model.deadline_s
+        _check_app_args(self.app, self.args, at / "args")
+
+    @classmethod
+    def of(cls, spec):
+        """A RunSpec from a RunSpec or its dict form (`to_dict`)."""
+        return spec if isinstance(spec, cls) else cls(**dict(spec))
+
+    def replace(self, **changes):
+        d = self.to_dict()
+        d.update(changes)
+        return RunSpec(**d)
+
+    def to_dict(self):
+        return {"app": self.app, "algorithm": self.algorithm, "nodes": self.nodes, "server": self.server,
+                "args": copy.deepcopy(self.args), "timing": dict(self.timing),
+                "faults": copy.deepcopy(self.faults), "seed": self.seed, "strict": self.strict,
+                "deadline_s": self.deadline}
+
+    def __eq__(self, other):
+        return isinstance(other, RunSpec) and self.to_dict() == other.to_dict()
+
+    def __repr__(self):
+        return "RunSpec(%s)" % ", ".join("%s=%r" % kv for kv in self.to_dict().items() if kv[1] is not None)
+
+    # -- what the spec implies -----------------------------------------------------------------
+    def steps(self):
+        """Rounds, iterations or slots of the run."""
+        return step_count(self.args)
+
+    def timing_full(self):
+        """The timing the nodes run with: the firmware's defaults under the spec's values."""
+        t = dict(TIMING_DEFAULTS)
+        t.update(self.timing)
+        return t
+
+    def startup_deadline_s(self):
+        return self.timing_full()["startup_ms"] / 1000 + STARTUP_SLACK_S
+
+    def deadline_s(self):
+        """Longest a healthy run may take: start-up, every step at its deadline x 1.5, the
+        linger, plus slack. The same for every backend (in virtual seconds in virtual time)."""
+        if self.deadline is not None:
+            return self.deadline
+        t = self.timing_full()
+        per_step = max(t["round_ms"], t["recv_ms"], t["slot_ms"]) / 1000
+        return (self.startup_deadline_s() + t["start_delay_ms"] / 1000 + self.steps() * per_step * 1.5
+                + t["linger_ms"] / 1000 + RUN_SLACK_S)
+
+
+def step_count(args):
+    args = args or {}
+    return max(1, args.get("iterations", 0) or 0, (args.get("slots", 0) or 0) * (args.get("blocks", 1) or 1))
+
+
+def _check_app_args(app, args, at):
+    """Arguments the app does not declare (its module's ARGS) are a mistake, most often a typo."""
+    declared = app_arguments(app)
+    if declared is None:
+        return
+    for key in args:
+        if key not in declared:
+            hint = suggestion(key, declared) or "; the app takes: " + ", ".join(sorted(declared))
+            (at / key).fail(f"unknown argument of app {app}{hint}")
+
+
+def app_arguments(app):
+    """{name: default} the app declares in its module's ARGS, or None (a free-form app)."""
+    try:
+        module = __import__("flhil.apps." + app, fromlist=["ARGS"])
+    except ImportError:
+        return None
+    declared = getattr(module, "ARGS", None)
+    return dict(declared) if isinstance(declared, dict) else None
