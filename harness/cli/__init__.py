@@ -83,6 +83,55 @@ def cmd_replay(args):
     return replay_cli.main([args.record] + (["--out", args.out] if args.out else []))
 
 
+SCHEMAS = {"scenario": ("flhil.harness.config.scenario", "ScenarioConfig", "fl-hil scenario file"),
+           "lab": ("flhil.harness.config.lab", "LabFile", "fl-hil lab file")}
+DOC_BEGIN = "<!-- generated: fl-hil schema %s --update FILE (do not edit by hand) -->"
+DOC_END = "<!-- end of generated table -->"
+
+
+def schema_model(name):
+    import importlib
+    module, cls, title = SCHEMAS[name]
+    return getattr(importlib.import_module(module), cls), title
+
+
+def docs_block(name):
+    from flhil.harness.config.model import markdown_table
+    return "%s\n%s%s" % (DOC_BEGIN % name, markdown_table(schema_model(name)[0]), DOC_END)
+
+
+def update_docs(name, doc_path):
+    """Rewrite the generated key table of `name` in a markdown file; True when it changed."""
+    import re
+    with open(doc_path, encoding="utf-8") as f:
+        text = f.read()
+    pattern = re.compile(re.escape(DOC_BEGIN % name) + r".*?" + re.escape(DOC_END), re.S)
+    if not pattern.search(text):
+        raise SystemExit("%s has no generated table for %s: put the line %r where it goes"
+                         % (doc_path, name, DOC_BEGIN % name))
+    new = pattern.sub(lambda _m: docs_block(name), text)
+    if new != text:
+        with open(doc_path, "w", encoding="utf-8") as f:
+            f.write(new)
+    return new != text
+
+
+def cmd_schema(args):
+    """Print the JSON Schema of a scenario or lab file (for an editor: a `#:schema FILE` line at
+    the top of a TOML file), or its key table in markdown, or update the docs' table."""
+    import json
+    from flhil.harness.config.model import json_schema, markdown_table
+    model, title = schema_model(args.kind)
+    if args.update:
+        changed = update_docs(args.kind, args.update)
+        print("%s: %s" % (args.update, "updated" if changed else "up to date"))
+    elif args.markdown:
+        print(markdown_table(model), end="")
+    else:
+        print(json.dumps(json_schema(model, title), indent=2))
+    return 0
+
+
 def _forward(module, name="main"):
     """A subcommand whose arguments the named module's own parser reads."""
     def run(args):
@@ -118,6 +167,11 @@ def build_parser():
     p.add_argument("record")
     p.add_argument("--out", default=None, help="write the replay's record here")
     p.set_defaults(func=cmd_replay)
+    p = sub.add_parser("schema", help="JSON Schema (or the key table) of scenario and lab files")
+    p.add_argument("kind", choices=sorted(SCHEMAS))
+    p.add_argument("--markdown", action="store_true", help="the key table, as in docs/design.md")
+    p.add_argument("--update", metavar="DOC", help="rewrite the generated key table in this markdown file")
+    p.set_defaults(func=cmd_schema)
     for name, module, text in (
             ("search", "flhil.harness.run.search", "search fault schedules that break an algorithm's expectations"),
             ("report", "flhil.harness.report.html", "build the offline HTML report from Allure results"),

@@ -1,4 +1,4 @@
-"""The lab file: which boards, emulated boards and PC nodes a run may use (TOML).
+"""The lab file: which boards, emulated boards and PC nodes a run may use (TOML), as a LabConfig.
 
 ```toml
 [[boards]]                      # a real Pico W, found by one of serial / port / url
@@ -81,7 +81,7 @@ class NetworkSpec:
 
 
 @dataclass(frozen=True)
-class Lab:
+class LabConfig:
     path: str | None
     boards: tuple[BoardSpec, ...] = ()
     emulated: EmulatedSpec = EmulatedSpec()
@@ -212,29 +212,29 @@ class LabFile(ConfigModel):
             at.fail("the lab has no nodes: add [[boards]], [emulated] count or [pc] count")
 
 
-def _build_lab(model: LabFile, path: str | None) -> Lab:
+def _build_lab(model: LabFile, path: str | None) -> LabConfig:
     boards = tuple(BoardSpec(name=b.name, serial=b.serial, port=b.port, url=b.url,
                              power=tuple(b.power) if b.power is not None else None, heap_kb=b.heap_kb)
                    for b in model.boards)
-    return Lab(path=path, boards=boards,
+    return LabConfig(path=path, boards=boards,
                emulated=EmulatedSpec(**model.emulated.data()) if model.emulated else EmulatedSpec(),
                pc=PcSpec(**model.pc.data()) if model.pc else PcSpec(),
                network=NetworkSpec(**model.network.data()) if model.network else None)
 
 
-def parse_lab(text: str, path: Any = "<lab>") -> Lab:
+def parse_lab(text: str, path: Any = "<lab>") -> LabConfig:
     """Validate lab-file text; ConfigError names the file, key, line and what was expected."""
     data, source = parse_toml(text, path)
     return _build_lab(validate(LabFile, data, At(source)), source.path)
 
 
-def load_lab(path: str | os.PathLike) -> Lab:
+def load_lab(path: str | os.PathLike) -> LabConfig:
     data, source = read_toml(path)
     return _build_lab(validate(LabFile, data, At(source)), source.path)
 
 
 def default_emulated_lab(count: int = 8, pc: int | None = None,
-                         micropython: str = "micropython") -> Lab:
+                         micropython: str = "micropython") -> LabConfig:
     """The lab used when no lab file is given: `count` emulated boards and `pc` PC nodes
     (default: as many as `count`), all on loopback."""
     data = {"emulated": {"count": count, "micropython": micropython},

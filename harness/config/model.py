@@ -424,6 +424,16 @@ def field_for_path(model, parts):
     return field
 
 
+def _description(info, field):
+    """A field's doc: its own description, else the one given inside its type (Int(..., description=))."""
+    if info.description:
+        return info.description
+    for m in field.meta:
+        if isinstance(m, FieldInfo) and m.description:
+            return m.description
+    return ""
+
+
 def doc_rows(model, prefix="", ctx=None):
     """(key path, type phrase, doc) for every key of a model, nested tables expanded: the docs'
     key tables are generated from this."""
@@ -440,22 +450,52 @@ def doc_rows(model, prefix="", ctx=None):
         if inner is not None:
             inner, _ = _unwrap(inner)
             if isinstance(inner, type) and issubclass(inner, BaseModel):
-                rows.append((key + "[]", "array of tables", info.description or ""))
+                rows.append((key + "[]", "array of tables", _description(info, field)))
                 rows += doc_rows(inner, key + "[].", ctx)
                 continue
         if nested is not None:
-            rows.append((key, "table", info.description or ""))
+            rows.append((key, "table", _description(info, field)))
             rows += doc_rows(nested, key + ".", ctx)
             continue
-        rows.append((key, _expected(field, ctx or {}) or "", info.description or ""))
+        rows.append((key, _expected(field, ctx or {}) or "", _description(info, field)))
     return rows
 
 
 def json_schema(model, title=None) -> dict:
-    schema = model.model_json_schema(by_alias=True)
+    """The model's JSON Schema, shaped for TOML (which has no null: an optional key is just
+    absent), for editors that complete and check files (taplo / Even Better TOML)."""
+    schema = _no_null(model.model_json_schema(by_alias=True))
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     if title:
         schema["title"] = title
     return schema
+
+
+def _no_null(node):
+    if isinstance(node, list):
+        return [_no_null(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _no_null(v) for k, v in node.items()}
+    options = node.get("anyOf")
+    if isinstance(options, list) and {"type": "null"} in options:
+        rest = [o for o in options if o != {"type": "null"}]
+        del node["anyOf"]
+        if node.get("default", 0) is None:
+            del node["default"]
+        if len(rest) == 1:
+            node = {**rest[0], **node}
+        else:
+            node["anyOf"] = rest
+    return node
+
+
+def markdown_table(model, ctx=None) -> str:
+    """The docs' key table of a model: key, what it takes, what it means."""
+    lines = ["| key | takes | meaning |", "| --- | --- | --- |"]
+    for key, takes, doc in doc_rows(model, ctx=ctx):
+        lines.append("| `%s` | %s | %s |" % (key, takes.replace("|", "\\|"), doc.replace("|", "\\|")))
+    return "\n".join(lines) + "\n"
 
 
 __all__ = ["ConfigModel", "Expect", "Unique", "NodeRef", "Int", "Float", "Probability", "Text",

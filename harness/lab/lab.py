@@ -71,7 +71,8 @@ def _subnet_hosts(subnet, offset):
 
 
 class Lab:
-    """`spec` is a harness.labfile.Lab. Use as a context manager; close() reaps everything."""
+    """A provisioned lab; `spec` is its LabConfig (the lab file). Use as a context manager; close()
+    reaps everything."""
 
     def __init__(self, spec, workdir, subnet_offset=None):
         self.spec = spec

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from flhil.harness.errors import ConfigError, HarnessError
-from flhil.harness.config.lab import Lab, default_emulated_lab, load_lab, parse_lab
+from flhil.harness.config.lab import LabConfig, default_emulated_lab, load_lab, parse_lab
 
 LABS = Path(__file__).resolve().parents[2] / "labs"
 
@@ -52,7 +52,7 @@ def load_error(tmp_path, text, name="lab.toml") -> ConfigError:
 
 def test_valid_lab_loads(tmp_path):
     lab = load_lab(write(tmp_path, RACK))
-    assert isinstance(lab, Lab)
+    assert isinstance(lab, LabConfig)
     assert [b.name for b in lab.boards] == ["pico1", "pico2", "pico3"]
     assert lab.boards[0].serial == "E661"
     assert lab.boards[0].power == ("uhubctl", "-l", "1-1", "-p", "2", "-a", "cycle")
