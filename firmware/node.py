@@ -26,6 +26,7 @@ TIMING_DEFAULTS = {
     "hang_report_ms": 2000,  # a wait longer than this is reported as `waiting`
 }
 MAX_BUFFERED_KEYS = 256
+STARTUP_MARGIN_MS = 2000  # a client's wait for the go beyond the coordinator's barrier deadline
 MAX_REPORT_US = 10000000  # a long wait is reported at least every 10 s, so a host sees it alive
 
 
@@ -201,7 +202,11 @@ class Node:
             missing = [j for j in others if j not in got]
         else:
             self._send(self.server, "hello", 0, list(addr))
-            got = await self._await("go", 0, lambda g: self.server in g, deadline, lambda g: [self.server])
+            # the coordinator sends go when every hello came or at its own deadline, which runs
+            # from its own start: a client that started before it waits longer, so a node missing
+            # at the barrier does not leave the healthy ones without a go
+            wait_go = deadline + int(max(STARTUP_MARGIN_MS, self.timing["startup_ms"] / 2) * 1000)
+            got = await self._await("go", 0, lambda g: self.server in g, wait_go, lambda g: [self.server])
             go = got.get(self.server)
             if go is None:
                 self.tel.emit("error", msg="no go from coordinator %d before the start-up deadline" % self.server)

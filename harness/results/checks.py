@@ -259,6 +259,13 @@ class Aggregated(ConfigModel):
             (at / "min").fail(f"expected at most {n - 1} (the clients of {n} nodes), got {self.min}")
 
 
+def bounds_text(low, high, noun):
+    """'3..5 clients', '>= 3 clients', '<= 5 clients'."""
+    if low is not None and high is not None:
+        return "%s..%s %s" % (low, high, noun)
+    return ">= %s %s" % (low, noun) if low is not None else "<= %s %s" % (high, noun)
+
+
 @expectation("aggregated", Aggregated, "clients aggregated by the server in every centralized round")
 def check_aggregated(record, min=None, max=None):  # noqa: A002
     """Clients aggregated by the server (round_end `got`) in every centralized round."""
@@ -273,9 +280,9 @@ def check_aggregated(record, min=None, max=None):  # noqa: A002
         ok = _number(count) and (min is None or count >= min) and (max is None or count <= max)
         if not ok:
             out.append(Finding("aggregated", False, server, e.get("i"),
-                               "%s..%s clients" % (min, max), count))
+                               bounds_text(min, max, "clients"), count))
     if not out:
-        out.append(Finding("aggregated", True, server, None, "%s..%s clients" % (min, max),
+        out.append(Finding("aggregated", True, server, None, bounds_text(min, max, "clients"),
                            sorted({e.get("got") if not isinstance(e.get("got"), list)
                                    else len(e["got"]) for e in rounds}, key=str)))
     return out
@@ -434,6 +441,20 @@ def check_drops(record, **limits):
         out.append(Finding("drops", ok, None, None, "%s %s %s" % (name, ">=" if side == "min"
                                                                   else "<=", bound), total))
     return out
+
+
+@expectation("no_errors", bool, "no node that the fault plan did not crash ended in error (always on)",
+             default=True, always=True)
+def check_no_errors(record):
+    """A node in error (it raised, its board failed, it could not start) fails the run with that
+    node's error, whatever the other expectations say."""
+    out = []
+    killed = record.planned_permanent_crashes()
+    for node in record.node_ids():
+        if record.status(node) == "error" and node not in killed:
+            out.append(Finding("no_errors", False, node, None, "no error", "error",
+                               record.error(node) or "status error"))
+    return out or [Finding("no_errors", True, message="%d nodes, none in error" % record.n_nodes)]
 
 
 @expectation("protocol", bool, "upstream's proved invariants hold (on by default, off for strict runs)",

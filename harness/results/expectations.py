@@ -30,6 +30,7 @@ class Expectation:
     doc: str
     needs: tuple = ()     # evidence the check takes besides the record: "oracle", "clean"
     default: bool = False  # run even when [expect] does not name it (unless the run is strict)
+    always: bool = False   # run even on strict runs, and `false` cannot turn it off
 
     @property
     def is_table(self):
@@ -39,13 +40,13 @@ class Expectation:
 REGISTRY: dict[str, Expectation] = {}
 
 
-def expectation(key, value=bool, doc="", needs=(), default=False):
+def expectation(key, value=bool, doc="", needs=(), default=False, always=False):
     """Register `check` as the check of `[expect] key`."""
     def register(check):
         if key in REGISTRY:
             raise ValueError(f"[expect] key {key!r} is registered twice")
         REGISTRY[key] = Expectation(key, check, value, doc or (check.__doc__ or "").split("\n")[0],
-                                    tuple(needs), default)
+                                    tuple(needs), default, always)
         return check
     return register
 
@@ -77,8 +78,10 @@ def evaluate(record, expect: dict, evidence: Evidence | None = None) -> Verdict:
     _load_builtin()
     evidence = evidence or Evidence()
     verdict = Verdict(seed=record.seed, run=record.run_id)
-    keys = [k for k, v in expect.items() if v is not None and v is not False]
-    keys += [k for k, e in REGISTRY.items() if e.default and k not in expect and not record.strict]
+    keys = [k for k, v in expect.items() if v is not None and (v is not False or
+                                                              getattr(REGISTRY.get(k), "always", False))]
+    keys += [k for k, e in REGISTRY.items() if k not in keys and
+             (e.always or (e.default and k not in expect and not record.strict))]
     for key in keys:
         entry = REGISTRY.get(key)
         if entry is None:

@@ -14,7 +14,7 @@ from flhil.harness.config.faults import SEED_MAX, FaultPlanConfig
 from flhil.harness.config.model import ConfigModel, Float, Int, Text, validate
 from flhil.harness.config.scenario import ArgsConfig, TimingConfig
 from flhil.harness.config.toml import At, Source, suggestion
-from flhil.node import TIMING_DEFAULTS
+from flhil.node import STARTUP_MARGIN_MS, TIMING_DEFAULTS
 from flhil.vocab import ALGORITHMS
 
 # the algorithm an app implements, for specs that name only the app
@@ -107,7 +107,9 @@ class RunSpec:
         return t
 
     def startup_deadline_s(self):
-        return self.timing_full()["startup_ms"] / 1000 + STARTUP_SLACK_S
+        """Longest the start barrier may take: a client's wait for the go, plus slack."""
+        startup = self.timing_full()["startup_ms"]
+        return (startup + max(STARTUP_MARGIN_MS, startup / 2)) / 1000 + STARTUP_SLACK_S
 
     def deadline_s(self):
         """Longest a healthy run may take: start-up, every step at its deadline x 1.5, the
