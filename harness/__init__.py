@@ -10,7 +10,7 @@ import flhil as _firmware
 
 # the node runtime's own folder (firmware/ in a checkout, site-packages/flhil when installed)
 FIRMWARE_DIR = os.path.dirname(os.path.abspath(_firmware.__file__))
-# the folder that holds harness/ (the checkout); node_modules and allurerc.mjs live there
+# the folder that holds harness/ (the checkout)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIRMWARE_PACKAGE = "flhil"
 

@@ -12,6 +12,7 @@ from flhil.apps.common import Rng
 FEDMEAN_STREAM = 0x464D  # "FM"
 BASE = 20.0              # readings are BASE + 2 * gauss, dyadic (exact on boards and PCs)
 ARGS = {"iterations": 3, "threshold": 0.0, "samples": 8}  # the arguments, with their defaults
+METRIC = "mean of readings above the threshold"  # what round_end.v is
 
 
 def readings(node, seed, samples):

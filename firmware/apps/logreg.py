@@ -12,6 +12,7 @@ import math
 from flhil.apps import common
 
 ARGS = common.LOGREG_DEFAULTS  # the arguments this app takes, with their defaults
+METRIC = "server: test accuracy, clients: training loss"  # what round_end.v is
 
 
 def log_loss(w, xs, ys):

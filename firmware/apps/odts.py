@@ -9,6 +9,7 @@ Args: `blocks` (default 1), `slots` per block (default 1). Result: the final sta
 from flhil.apps.common import odts_schedule, odts_update
 
 ARGS = {"blocks": 1, "slots": 1}  # the arguments this app takes, with their defaults
+METRIC = "state"  # what a slot's reported value is
 
 
 async def run(node, args):

@@ -13,16 +13,22 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend choice)
 
+# Nodes take colours along viridis (blue to yellow); faults take warm and dark colours outside it,
+# so a fault is never read as a node.
 FAULT_COLOURS = {
-    "loss": "tab:red", "burst_loss": "tab:pink", "delay": "tab:orange", "dup": "tab:olive",
-    "reorder": "tab:cyan", "partition": "tab:purple", "crash": "black", "rejoin": "tab:green",
-    "slot_jitter": "tab:brown", "clock_skew": "tab:gray",
+    "loss": "crimson", "burst_loss": "deeppink", "delay": "darkorange", "dup": "saddlebrown",
+    "reorder": "darkviolet", "partition": "lightcoral", "crash": "black", "rejoin": "dimgray",
+    "slot_jitter": "peru", "clock_skew": "slategray",
 }
-FAULT_COLUMNS = ["t", "n", "kind", "dst", "p", "i", "ms"]
+FAULT_COLUMNS = ["at_ms", "t", "n", "kind", "dst", "p", "i", "ms"]
 
 
 def _title(record, what):
     return "%s: %s, %d nodes, seed %s" % (what, record.algorithm or "?", record.n_nodes, record.seed)
+
+
+def node_colour(k, n):
+    return plt.cm.viridis(0.05 + 0.85 * (k / max(1, n - 1)))
 
 
 def _scalar(v):
@@ -36,37 +42,97 @@ def _scalar(v):
     return None
 
 
-def convergence_plot(record, path) -> Path:
-    """Value per node per round/slot (round_end / slot_end `v`); faults as ticks at the round
-    they hit (fault `i`), one colour per kind."""
+def metric_name(record):
+    """What the app's per-step `v` is (its module's METRIC), for the axis label."""
+    app = record.spec.get("app")
+    try:
+        module = __import__("flhil.apps." + str(app), fromlist=["METRIC"])
+    except ImportError:
+        return "value"
+    return getattr(module, "METRIC", "value")
+
+
+def convergence_plot(record, path, target=None) -> Path:
+    """Value per node per round/slot (round_end / slot_end `v`). With `target` (from
+    `plot_target`): the expected final values as dashed lines, the eps band around the consensus
+    value and theory's round bound. Fault windows (partitions, nodes down) are shaded spans;
+    message faults are ticks in a strip along the bottom, one row per kind."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for node in record.node_ids():
+    ids = record.node_ids()
+    for k, node in enumerate(ids):
         points = [(i, _scalar(v)) for i, v in sorted(record.step_values(node).items())]
         points = [(i, y) for i, y in points if y is not None]
         if points:
             xs, ys = zip(*points)
-            ax.plot(xs, ys, marker="o", markersize=3, linewidth=1, label="node %d" % node)
-    # Faults: a faint full-height line plus a marker in a strip along the bottom, one row per
-    # kind, so several kinds in one round stay distinguishable.
+            ax.plot(xs, ys, marker="o", markersize=3, linewidth=1, color=node_colour(k, len(ids)),
+                    label="node %d" % node)
+    target = target or {}
+    for value in sorted(set(v for v in target.get("final", ()) if isinstance(v, (int, float)))):
+        ax.axhline(value, color="gray", linestyle="--", linewidth=0.8)
+    if target.get("final"):
+        ax.plot([], [], color="gray", linestyle="--", linewidth=0.8, label="expected")
+    band = target.get("band")
+    if band:
+        ax.axhspan(band[0], band[1], color="tab:green", alpha=0.12, label="consensus within eps")
+    if target.get("bound") is not None:
+        ax.axvline(target["bound"], color="tab:green", linestyle=":", label="theory: by round %d" % target["bound"])
+    _fault_spans(ax, record)
     rows = {}
     for f in record.faults():
-        if not isinstance(f.get("i"), (int, float)):
-            continue
         kind = f.get("kind", "?")
+        if not isinstance(f.get("i"), (int, float)) or kind in ("partition", "crash", "rejoin"):
+            continue
         first = kind not in rows
         row = rows.setdefault(kind, len(rows))
-        colour = FAULT_COLOURS.get(kind, "tab:blue")
-        ax.axvline(f["i"], color=colour, alpha=0.15, linewidth=1)
-        ax.scatter([f["i"]], [0.03 + 0.05 * row], marker="|", s=120, color=colour,
+        ax.scatter([f["i"]], [0.03 + 0.05 * row], marker="|", s=120, color=FAULT_COLOURS.get(kind, "black"),
                    transform=ax.get_xaxis_transform(), label="fault: %s" % kind if first else None)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("round / slot")
-    ax.set_ylabel("value")
+    ax.set_ylabel(metric_name(record))
     ax.set_title(_title(record, "convergence"))
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small", ncol=2)
     return _save(fig, path)
+
+
+def _fault_spans(ax, record):
+    """Partitions (by rounds) and nodes down (dropout to rejoin) as shaded spans."""
+    plan = record.fault_plan
+    labelled = set()
+    for part in plan.get("partitions") or []:
+        if part.get("rounds"):
+            a, b = part["rounds"]
+            ax.axvspan(a - 0.5, b + 0.5, color=FAULT_COLOURS["partition"], alpha=0.18,
+                       label=None if "partition" in labelled else "partition")
+            labelled.add("partition")
+    steps = max([i for n in record.node_ids() for i in record.step_values(n)] or [0])
+    for d in plan.get("dropouts") or []:
+        end = d["at"] + d["down"] if d.get("down") is not None else steps + 1
+        ax.axvspan(d["at"] - 0.5, end - 0.5, color=FAULT_COLOURS["crash"], alpha=0.08,
+                   label=None if "down" in labelled else "node down")
+        labelled.add("down")
+
+
+def plot_target(record, oracle=None, expect=None):
+    """What the convergence plot draws beside the values: the oracle's final values, the eps
+    band of a consensus expectation around the mean of the initial values, theory's round bound."""
+    from flhil.harness.results import oracles
+    target = {}
+    if oracle and oracle.get("final"):
+        target["final"] = oracle["final"]
+    consensus = (expect or {}).get("consensus")
+    if consensus:
+        init = oracles.initial_values(record.n_nodes)
+        mean, spread = sum(init) / len(init), max(init) - min(init)
+        half = consensus["eps"] * spread / 2
+        target["band"] = (mean - half, mean + half)
+        try:
+            rounds = oracles.rounds_to_eps(record.algorithm, record.n_nodes, consensus["eps"])
+            target["bound"] = int(-(-rounds * consensus.get("safety", 2.0) // 1))
+        except ValueError:
+            pass
+    return target
 
 
 def timing_plot(record, path) -> Path:
@@ -77,7 +143,8 @@ def timing_plot(record, path) -> Path:
         series = record.slot_lateness_ms(node) if tdm else record.round_latencies_ms(node)
         if series:
             xs = sorted(series)
-            ax.plot(xs, [series[i] for i in xs], marker=".", linewidth=1, label="node %d" % node)
+            ax.plot(xs, [series[i] for i in xs], marker=".", linewidth=1,
+                    color=node_colour(record.node_ids().index(node), record.n_nodes), label="node %d" % node)
     guard = record.timing.get("guard_ms")
     if tdm and isinstance(guard, (int, float)):
         ax.axhline(guard, color="red", linestyle="--", label="guard %g ms" % guard)
@@ -100,13 +167,16 @@ def _save(fig, path) -> Path:
 
 
 def fault_timeline_csv(record) -> str:
-    """One row per injected fault, by time; kind-specific fields beyond FAULT_COLUMNS go in
-    `extra` as JSON."""
+    """One row per injected fault, by time on the run's clock (`at_ms`: from the start of slot 0;
+    `t`: the node's own clock, µs); kind-specific fields go in `extra` as JSON."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(FAULT_COLUMNS + ["extra"])
     for f in record.faults():
-        extra = {k: v for k, v in f.items() if k not in FAULT_COLUMNS and k != "ev"}
+        f = dict(f)
+        if isinstance(f.get("at_us"), int):
+            f["at_ms"] = round(f.pop("at_us") / 1000.0, 3)
+        extra = {k: v for k, v in f.items() if k not in FAULT_COLUMNS and k not in ("ev", "at_us")}
         writer.writerow([_cell(f.get(c)) for c in FAULT_COLUMNS]
                         + [json.dumps(extra, sort_keys=True) if extra else ""])
     return buf.getvalue()

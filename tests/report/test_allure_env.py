@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from flhil.harness.report import html
+
 from flhil.fixtures import allure_env
 from flhil.harness.results.expectations import Evidence, evaluate
 from flhil.harness.results.record import RunRecord
@@ -146,8 +148,9 @@ console.log(JSON.stringify(out));
 
 
 def test_allurerc_reads_the_same_categories():
-    text = (ROOT / "allurerc.mjs").read_text(encoding="utf-8")
-    assert '"fixtures", "allure_categories.json"' in text
+    text = (ROOT / "harness" / "report" / "allure" / "allurerc.mjs").read_text(encoding="utf-8")
+    assert "FLHIL_ALLURE_CATEGORIES" in text
+    assert html.CATEGORIES == allure_env.CATEGORIES_FILE
     assert "historyPath" in text
     names = {c["name"] for c in allure_env.categories()}
     assert names == {"Infrastructure", "Hang or deadline", "Divergence", "Timing"}

@@ -1,12 +1,12 @@
 """The HTML report as a user sees it: pytest writes Allure results for two small scenario files,
-`python -m harness.htmlreport` builds the report twice (two runs sharing one history file), and
+`fl-hil report` builds the report twice (two runs sharing one history file), and
 headless Chromium renders it from a local web server.
 
 Run 1: `clean` (a copy of scenarios/centralized/clean.toml) passes, `lossy` fails on its oracle
 (category Divergence).
 Run 2: `lossy` is fixed, `clean` regresses on an impossible round-latency bound (category Timing).
 
-Needs `npm ci` (node_modules/.bin/allure) and Chromium (`chromium` on PATH or $FLHIL_CHROMIUM);
+Needs Node.js and npm (the pinned Allure Report 3 installs on first use) and Chromium (`chromium` on PATH or $FLHIL_CHROMIUM);
 without them the test skips and says why, unless FLHIL_REQUIRE_REPORT_TOOLS=1 (CI), where it fails.
 """
 from __future__ import annotations
@@ -25,8 +25,9 @@ from pathlib import Path
 
 import pytest
 
+from flhil.harness.report import html as htmlreport
+
 ROOT = Path(__file__).resolve().parents[2]
-ALLURE = ROOT / "node_modules" / ".bin" / "allure"
 CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--disable-dev-shm-usage", "--hide-scrollbars"]
@@ -71,10 +72,10 @@ def _chromium():
 
 def _missing_tools():
     missing = []
-    if not ALLURE.exists():
-        missing.append("Allure Report 3 (%s; run `npm ci` in %s)" % (ALLURE, ROOT))
-    if shutil.which("node") is None:
-        missing.append("Node.js (`node` on PATH)")
+    try:
+        htmlreport.allure_bin()  # installs the pinned Allure Report 3 on first use
+    except htmlreport.ReportToolMissing as e:
+        missing.append(str(e))
     if _chromium() is None:
         missing.append("Chromium (`apt-get install -y chromium`, or set $FLHIL_CHROMIUM)")
     return missing
@@ -120,7 +121,7 @@ def _pytest(work, results):
 
 
 def _htmlreport(results, report, history):
-    cmd = [sys.executable, "-m", "flhil.harness.report.html", str(results), "-o", str(report),
+    cmd = [sys.executable, "-m", "flhil.harness", "report", str(results), "-o", str(report),
            "--history", str(history)]
     proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, "htmlreport failed:\n%s\n%s" % (proc.stdout, proc.stderr)
@@ -353,3 +354,24 @@ def test_html_report_two_runs(tools, tmp_path):
     if keep:  # for a look by eye, e.g. FLHIL_REPORT_SCREENSHOT=/tmp/report.png
         shutil.copy(shot, keep)
     print("HTML report test: %.1fs, report %s, screenshot %s" % (time.monotonic() - started, report, shot))
+
+
+def test_a_failed_session_still_writes_its_report(tools, tmp_path):
+    """`--html-report`: the report is built at the end of the session, red or green; the exit
+    status stays the tests' own, and an old report in the folder is replaced, never left behind."""
+    work = tmp_path
+    (work / "scenarios").mkdir()
+    (work / "scenarios" / "lossy.toml").write_text(LOSSY.replace("EXPECT", "oracle = true"), encoding="utf-8")
+    report = work / "html"
+    report.mkdir()
+    (report / "index.html").write_text("an old green report")
+    cmd = [sys.executable, "-m", "pytest", str(work / "scenarios"), "-c", str(ROOT / "pyproject.toml"),
+           "--rootdir", str(work), *_plugin_args(), "-m", "sim", "--backend", "virtual",
+           "--alluredir", str(work / "results"), "--html-report", str(report), "-p", "no:cacheprovider",
+           "--report-dir", str(work / "reports"), "-q"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "HTML report in" in proc.stdout
+    index = (report / "index.html").read_text(encoding="utf-8")
+    assert "an old green report" not in index and "<html" in index.lower()
+    assert (work / "history.jsonl").is_file()

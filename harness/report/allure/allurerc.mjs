@@ -1,9 +1,8 @@
-// Allure Report 3 configuration of fl-hil (read by `allure generate` from the repository root).
-// Build the report with `python -m harness.htmlreport allure-results` (see docs/report.md).
+// Allure Report 3 configuration of fl-hil. `fl-hil report` (flhil.harness.report.html) copies it
+// beside the installed Allure CLI and sets the paths below through the environment.
 //
 // - historyPath: one JSON line per generated report; it gives the trend charts and the
 //   new / fixed / regressed marks. Keep the file between runs (CI: cache or upload it).
-//   FLHIL_ALLURE_HISTORY overrides it (harness.htmlreport sets it from --history).
 // - categories: the same rules as the categories.json that fixtures/allure_env.py writes into
 //   the results directory (Allure 3's report reads them from here, not from the results).
 import { readFileSync } from "node:fs";
@@ -14,12 +13,12 @@ import { defineConfig } from "allure";
 const here = dirname(fileURLToPath(import.meta.url));
 const env = process.env;
 // The report is read offline and may show lab details: no Google Analytics tag (plugins that honour
-// ALLURE_NO_ANALYTICS; harness.htmlreport also cuts the tag out of the awesome report's index.html).
+// ALLURE_NO_ANALYTICS; fl-hil report also cuts the tag out of the awesome report's index.html).
 env.ALLURE_NO_ANALYTICS ??= "true";
 
 function categories() {
   try {
-    return JSON.parse(readFileSync(join(here, "fixtures", "allure_categories.json"), "utf-8"));
+    return JSON.parse(readFileSync(env.FLHIL_ALLURE_CATEGORIES, "utf-8"));
   } catch (e) {
     console.warn(`fl-hil: no failure categories (${e.message})`);
     return [];
