@@ -6,7 +6,8 @@ Run 1: `clean` (a copy of scenarios/centralized/clean.toml) passes, `lossy` fail
 (category Divergence).
 Run 2: `lossy` is fixed, `clean` regresses on an impossible round-latency bound (category Timing).
 
-Needs Node.js and npm (the pinned Allure Report 3 installs on first use) and Chromium (`chromium` on PATH or $FLHIL_CHROMIUM);
+Needs Node.js and npm (the pinned Allure Report 3 installs on first use) and Chromium (`chromium`
+on PATH or $FLHIL_CHROMIUM);
 without them the test skips and says why, unless FLHIL_REQUIRE_REPORT_TOOLS=1 (CI), where it fails.
 """
 from __future__ import annotations
