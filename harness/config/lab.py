@@ -25,6 +25,7 @@ host_address = "192.168.4.10"   # where boards reach the PCs
 """
 
 import ipaddress
+import re
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -166,13 +167,17 @@ class PcConfig(ConfigModel):
 
 class NetworkConfig(ConfigModel):
     ssid: Text(description="the Wi-Fi network the boards join")
-    password_env: Text(pattern=r"[A-Za-z_][A-Za-z0-9_]*", expected="the name of an environment variable",
+    password_env: Text(expected="the name of an environment variable",
                        description="the NAME of the environment variable holding the Wi-Fi password")
     host_address: Text(expected="an IP address",
                        description="the address boards use to reach the PC nodes") | None = None
     password: Forbidden(_PASSWORD_IN_CLEAR)
 
     def check(self, at, ctx):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.password_env):
+            # never echoed: a value that is not a variable name may be the password itself
+            (at / "password_env").fail("expected the name of an environment variable (letters, digits, _), "
+                                       "not the password; the value given is not shown")
         if self.host_address is None:
             return
         try:

@@ -27,7 +27,8 @@ from flhil.harness.config.toml import (At, Source, describe, format_key_path, pa
 from flhil.harness.results.expectations import expect_model
 
 ALGORITHM_APPS = ALGORITHMS  # algorithm -> its default app
-MAX_NODES = 256
+MAX_NODES = 254  # a lab gives each kind of node one /24 loopback block: 254 addresses
+MAX_MS = 3_600_000  # no deadline of a run is longer than an hour: beyond it, a mistake
 
 # top-level keys a [params] path may not target: they describe the file, not a run
 _NOT_PARAMETERS = {
@@ -157,7 +158,8 @@ class NodesConfig(ConfigModel):
 
 
 def _ms(lo_open, doc):
-    return Float(0, lo_open=lo_open, expected="a time in ms > 0" if lo_open else "a time in ms >= 0",
+    return Float(0, MAX_MS, lo_open=lo_open,
+                 expected="a time in ms %s 0 and <= %d (an hour)" % (">" if lo_open else ">=", MAX_MS),
                  description=doc)
 
 

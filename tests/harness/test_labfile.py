@@ -173,3 +173,10 @@ def test_parse_lab_from_text():
     assert lab.pc.count == 3 and lab.path == "inline.toml"
     with pytest.raises(ConfigError, match=r"^inline.toml: pc.count \(line 2\)"):
         parse_lab('[pc]\ncount = 1.5\n', path="inline.toml")
+
+
+def test_a_password_pasted_into_password_env_is_never_echoed(tmp_path):
+    error = load_error(tmp_path, '[[boards]]\nname = "a"\nserial = "1"\n[network]\nssid = "x"\n'
+                                 'password_env = "hunter2!secret"\n')
+    assert error.where == "network.password_env" and "hunter2" not in str(error)
+    assert "not the password" in error.why

@@ -260,3 +260,14 @@ def test_toml_syntax_error(tmp_path):
 def test_missing_directory():
     with pytest.raises(ConfigError, match="no such directory"):
         load_scenarios("/nonexistent/scenarios")
+
+
+@pytest.mark.parametrize("text, where, why", [
+    # one /24 loopback block per kind of node: 254 addresses (255 used to crash at allocation)
+    ('algorithm = "tdm"\n[nodes]\ncount = 255\n', "nodes.count", "an integer between 2 and 254"),
+    # a deadline of 1e12 ms used to be accepted and the run hung for good
+    (MINIMAL + "[timing]\nround_ms = 1e12\n", "timing.round_ms", "<= 3600000 (an hour)"),
+])
+def test_limits_the_harness_cannot_run_are_refused(tmp_path, text, where, why):
+    error = error_of(tmp_path, text)
+    assert error.where == where and why in error.why
