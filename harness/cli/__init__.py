@@ -1,5 +1,5 @@
-"""The `fl-hil` command (also `python -m flhil.harness`): boards, emulate, run, replay, search,
-report, lint."""
+"""The `fl-hil` command (also `python -m flhil.harness`): boards, emulate, run, sweep, replay,
+search, report, lint."""
 
 import argparse
 import signal
@@ -76,6 +76,84 @@ def cmd_run(args):
                 failed += 1
                 print(report.summary())
     return 1 if failed else 0
+
+
+def cmd_sweep(args):
+    """Run many scenario cases on an executor (local Ray by default), resumable, one report."""
+    import functools
+    from pathlib import Path
+    from flhil.harness.config import lab as labfile
+    from flhil.harness.errors import HarnessError
+    from flhil.harness.lab.lab import Lab
+    from flhil.harness.run import sweep
+    from flhil.harness.run.executor import ExecutorUnavailable, InlineExecutor, make_executor
+
+    def say(text):
+        print(text, flush=True)
+    lab_spec, lab_text = None, ""
+    try:
+        if args.backend == "realtime":
+            if args.address:
+                print("fl-hil sweep: --backend realtime runs on this host's lab (its boards and PC nodes); "
+                      "a cluster's workers cannot reach them: leave out --address, or use --backend virtual",
+                      file=sys.stderr)
+                return 2
+            lab_spec = labfile.load_lab(args.lab) if args.lab else labfile.default_emulated_lab(8)
+            lab_text = Path(args.lab).read_text(encoding="utf-8") if args.lab else "default emulated lab"
+        cases = sweep.plan(args.paths, seeds=args.seed, backend=args.backend, hil=args.hil, lab_text=lab_text,
+                           timeout_s=args.case_timeout)
+    except HarnessError as e:
+        print(e, file=sys.stderr)
+        return 2
+    files = len({c.path for c in cases})
+    say("%d cases from %d scenario file%s, backend %s -> %s" % (len(cases), files, "s" * (files != 1),
+                                                               args.backend, args.out))
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    lab = None
+    try:
+        if args.backend == "realtime":
+            # one lab, one case at a time: real-time cases on one host would compete for its cores
+            lab = Lab(lab_spec, str(Path(args.out, "lab").resolve()))
+            executor, fn = InlineExecutor, functools.partial(sweep.run_case, lab=lab)
+        else:
+            executor, fn = functools.partial(make_executor, args.executor, args.jobs, args.address), sweep.run_case
+        summary = sweep.run_sweep(cases, args.out, executor, rerun_failed=args.rerun_failed, fn=fn, say=say)
+    except ExecutorUnavailable as e:
+        print("fl-hil sweep: %s" % e, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the cases that finished are kept in %s; run the same command again to go on"
+              % args.out, file=sys.stderr)
+        return 130
+    finally:
+        if lab is not None:
+            lab.close()
+    for entry in summary.cases:
+        if entry and entry["status"] != sweep.PASSED:
+            print("%s %s[%s]: %s" % (entry["status"].upper(), entry["scenario"], entry["case"], entry["message"]))
+    print("%d cases: %d passed, %d failed, %d broken (%d run now, %d already done)" % (
+        summary.total, summary.passed, summary.failed, summary.broken, summary.ran, summary.skipped))
+    print("allure results: %s" % summary.results_dir)
+    if args.report:
+        _sweep_report(summary, Path(args.out))
+    return 0 if summary.ok else 1
+
+
+def _raise_interrupt(*_):
+    raise KeyboardInterrupt
+
+
+def _sweep_report(summary, out):
+    from flhil.harness.errors import HarnessError
+    from flhil.harness.report import html
+    try:
+        report = html.generate([summary.results_dir], output=out / "report", history=out / "history.jsonl",
+                               name="fl-hil sweep %s" % out, quiet=True)
+    except HarnessError as e:
+        print("no HTML report (%s); build it later: fl-hil report %s -o %s" % (e, summary.results_dir,
+                                                                          out / "report"))
+        return
+    print("report: %s (view it: python -m http.server -d %s)" % (report / "index.html", report))
 
 
 def cmd_replay(args):
@@ -163,6 +241,27 @@ def build_parser():
     p.add_argument("--backend", choices=("realtime", "virtual"), default="realtime")
     p.add_argument("--report-dir", default="reports")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("sweep", help="run many scenario cases on Ray (or worker processes), resumable, one report")
+    p.add_argument("paths", nargs="+", metavar="SCENARIO", help="scenario files, or directories of them")
+    p.add_argument("-o", "--out", default="reports/sweep",
+                   help="output directory: finished cases (kept: a rerun skips them), Allure results, report")
+    p.add_argument("--seed", type=int, action="append", default=None,
+                   help="run with this seed instead of the scenarios' seeds (repeatable)")
+    p.add_argument("--backend", choices=("virtual", "realtime"), default="virtual",
+                   help="virtual time (default), or real time on this host's lab, one case at a time")
+    p.add_argument("--lab", default=None, help="lab file for --backend realtime (default: 8 emulated boards)")
+    p.add_argument("--hil", action="store_true", help="with --backend realtime: the lab's real boards")
+    p.add_argument("--executor", choices=("auto", "ray", "processes", "inline"), default="auto",
+                   help="auto: Ray when installed, else worker processes on this host")
+    p.add_argument("--address", default=None,
+                   help="a Ray cluster: auto, host:port or ray://host:port (default: a local Ray)")
+    p.add_argument("-j", "--jobs", type=int, default=None,
+                   help="CPUs of a local Ray or worker processes (default 2); on a cluster, at most this many")
+    p.add_argument("--case-timeout", type=float, default=300.0,
+                   help="seconds of wall time a case may take; past it the case is broken with a hang report")
+    p.add_argument("--rerun-failed", action="store_true", help="run failed cases again (passed ones stay done)")
+    p.add_argument("--no-report", dest="report", action="store_false", help="do not build the HTML report")
+    p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("replay", help="replay a run record's faults in virtual time")
     p.add_argument("record")
     p.add_argument("--out", default=None, help="write the replay's record here")
