@@ -210,6 +210,15 @@ def cmd_schema(args):
     return 0
 
 
+# subcommands whose own module parses their arguments
+FORWARDED = {
+    "search": ("flhil.harness.run.search", "search fault schedules that break an algorithm's expectations"),
+    "report": ("flhil.harness.report.html", "build the offline HTML report from Allure results"),
+    "lint": ("flhil.harness.cli.lint",
+             "check that the firmware compiles for MicroPython and imports nothing from the host"),
+}
+
+
 def _forward(module, name="main"):
     """A subcommand whose arguments the named module's own parser reads."""
     def run(args):
@@ -271,11 +280,7 @@ def build_parser():
     p.add_argument("--markdown", action="store_true", help="the key table, as in docs/design.md")
     p.add_argument("--update", metavar="DOC", help="rewrite the generated key table in this markdown file")
     p.set_defaults(func=cmd_schema)
-    for name, module, text in (
-            ("search", "flhil.harness.run.search", "search fault schedules that break an algorithm's expectations"),
-            ("report", "flhil.harness.report.html", "build the offline HTML report from Allure results"),
-            ("lint", "flhil.harness.cli.lint",
-             "check that the firmware compiles for MicroPython and imports nothing from the host")):
+    for name, (module, text) in FORWARDED.items():
         p = sub.add_parser(name, help=text, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=_forward(module))
@@ -283,5 +288,10 @@ def build_parser():
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in FORWARDED:  # all the rest is theirs, options first too (argparse's
+        # REMAINDER would not take a leading --option)
+        import importlib
+        return importlib.import_module(FORWARDED[argv[0]][0]).main(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)

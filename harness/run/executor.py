@@ -132,7 +132,7 @@ class InlineExecutor(Executor):
     """One task at a time in this process: no start-up, a debugger works, but a deadline cannot
     stop a task that never returns (the virtual backend's own wall limit still does)."""
     name = "inline"
-    note = "running cases in this process, one at a time"
+    note = "running in this process, one at a time"
 
     def start(self, fn, item):
         return _Done(call(fn, item))
@@ -203,7 +203,7 @@ class ProcessExecutor(Executor):
 
     def __init__(self, jobs=None):
         self.slots = max(1, jobs or DEFAULT_JOBS)
-        self.note = "running cases in %d worker processes on this host" % self.slots
+        self.note = "running on %d worker process%s on this host" % (self.slots, "es" * (self.slots != 1))
         self._context = multiprocessing.get_context("spawn")
         self._tmp = tempfile.TemporaryDirectory(prefix="flhil-sweep-")
         self._idle = []
@@ -293,13 +293,13 @@ class RayExecutor(Executor):
             ray.init(address="local", num_cpus=self.slots, include_dashboard=False,
                      object_store_memory=LOCAL_RAY_OBJECT_STORE, log_to_driver=False,
                      logging_level="ERROR", configure_logging=True)
-            self.note = "running cases on a local Ray (%d CPUs, loopback only, session %s)" % (
+            self.note = "running on a local Ray (%d CPUs, loopback only, session %s)" % (
                 self.slots, self.session())
         else:
             ray.init(address=address, log_to_driver=False, logging_level="ERROR")
             cpus = int(ray.cluster_resources().get("CPU", 1))
             self.slots = max(1, min(jobs or cpus, cpus))
-            self.note = "running cases on the Ray cluster at %s (%d CPUs, %d in use)" % (address, cpus, self.slots)
+            self.note = "running on the Ray cluster at %s (%d CPUs, %d in use)" % (address, cpus, self.slots)
         self._remote = ray.remote(num_cpus=1, max_retries=0)(call)
         self._refs = {}
 

@@ -8,7 +8,14 @@ be committed as a regression test.
     plan, message = find_counterexample(spec, prop, max_examples=200)
     write_scenario("scenarios/regressions/x.toml", spec, plan, expect, message)
 
-CLI: python -m harness.search --algorithm decentralized --nodes 4 --out scenarios/regressions/x.toml
+CLI: fl-hil search --algorithm decentralized --nodes 4 --out scenarios/regressions/x.toml
+
+Wider searches run as shards on the sweep's executors (`flhil.harness.run.executor`: a local Ray,
+a Ray cluster, worker processes): `search(spec, expect, shards=8, executor=...)`, or
+`fl-hil search --shards 8 [--address ray://head:10001]`. Hypothesis picks each candidate plan from
+what the last ones did, so one search is sequential; a shard is a search of its own with its own
+seed (shard 0 is the search without shards), its candidate runs in the worker that runs it. The
+answer is the smallest plan any shard found (the lowest shard on a tie), whatever order they end in.
 
 A property is a function record -> None (holds) or a message (broken); `expect_property` makes one
 from a scenario's [expect] table through flhil.harness.results.checks, so what the search finds is exactly what
@@ -143,10 +150,12 @@ def fault_plans(nodes, steps, kinds=SEARCH_KINDS, max_entries=4):
     return st.lists(entry, min_size=1, max_size=max_entries).map(plan_from_entries)
 
 
-def find_counterexample(spec, prop, max_examples=200, kinds=SEARCH_KINDS, max_entries=4):
+def find_counterexample(spec, prop, max_examples=200, kinds=SEARCH_KINDS, max_entries=4, shard=0):
     """Search fault plans for one under which `prop` fails on `spec` (run in virtual time), shrunk
     by hypothesis to a minimal one. Returns (plan, message), or (None, None) when no plan among
-    `max_examples` breaks the property. Deterministic (derandomized, no example database)."""
+    `max_examples` breaks the property. Deterministic (no example database; shard 0 derandomized,
+    shard k seeded with k, so shards explore different plans)."""
+    import random
     from hypothesis import HealthCheck, find, settings
     from hypothesis.errors import NoSuchExample
 
@@ -158,13 +167,43 @@ def find_counterexample(spec, prop, max_examples=200, kinds=SEARCH_KINDS, max_en
     def breaks(plan):
         return check(spec, plan, prop)[1] is not None
 
-    cfg = settings(max_examples=max_examples, database=None, derandomize=True, deadline=None,
+    cfg = settings(max_examples=max_examples, database=None, derandomize=shard == 0, deadline=None,
                    suppress_health_check=list(HealthCheck))
     try:
-        plan = find(strategy, breaks, settings=cfg)
+        plan = find(strategy, breaks, settings=cfg, random=random.Random(shard) if shard else None)
     except NoSuchExample:
         return None, None
     return plan, check(spec, plan, prop)[1]
+
+
+def search_shard(task):
+    """One shard of a search, in a worker: {"plan", "message"} (both None: nothing broke)."""
+    plan, message = find_counterexample(task["spec"], expect_property(task["expect"]), task["max_examples"],
+                                        tuple(task["kinds"]), task["max_entries"], task["shard"])
+    return {"shard": task["shard"], "plan": plan, "message": message}
+
+
+def search(spec, expect, max_examples=200, kinds=SEARCH_KINDS, max_entries=4, shards=1, executor=None,
+           timeout_s=600.0, on_shard=None):
+    """`shards` searches of `max_examples` plans each, on `executor` (default: this process).
+    Returns (plan, message, broken): the smallest plan that broke `expect` (None when none did)
+    and the messages of shards that did not finish (hung, worker died). `on_shard(index, Result)`
+    hears of each shard as it ends."""
+    from flhil.harness.run.executor import InlineExecutor
+    tasks = [{"spec": spec, "expect": expect, "max_examples": max_examples, "kinds": list(kinds),
+              "max_entries": max_entries, "shard": k} for k in range(shards)]
+    found, broken = [], []
+    for index, result in (executor or InlineExecutor()).imap(search_shard, tasks, timeout_s):
+        if on_shard:
+            on_shard(index, result)
+        if not result.ok:
+            broken.append("shard %d (%s): %s" % (index, result.where or "worker", result.message))
+        elif result.value["plan"] is not None:
+            found.append((plan_size(result.value["plan"]), index, result.value))
+    if not found:
+        return None, None, broken
+    best = min(found, key=lambda f: f[:2])[2]
+    return best["plan"], best["message"], broken
 
 
 # -- scenario files --------------------------------------------------------------------------------
@@ -287,6 +326,26 @@ def run_scenario_file(path, seed=None):
 
 # -- CLI -------------------------------------------------------------------------------------------
 
+def _search_on_executor(args, spec, expect, kinds):
+    if args.shards == 1 and args.executor in ("auto", "inline") and not args.address:
+        return search(spec, expect, args.max_examples, kinds)
+    from flhil.harness.errors import HarnessError
+    from flhil.harness.run.executor import make_executor
+    try:
+        executor = make_executor(args.executor, args.jobs, args.address)
+    except HarnessError as e:
+        raise SystemExit("fl-hil search: %s" % e) from None
+    with executor:
+        print(executor.note, flush=True)
+
+        def said(index, result):
+            print("shard %d: %s" % (index, "broken" if not result.ok else
+                                    "nothing broke" if result.value["plan"] is None else
+                                    "%d entries" % plan_size(result.value["plan"])), flush=True)
+        return search(spec, expect, args.max_examples, kinds, shards=args.shards, executor=executor,
+                      timeout_s=args.shard_timeout, on_shard=said)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="fl-hil search",
                                  description="Search fault schedules that break an algorithm's expectations.")
@@ -298,17 +357,32 @@ def main(argv=None):
     ap.add_argument("--kinds", default=",".join(SEARCH_KINDS),
                     help="fault kinds to search over (comma-separated: %s)" % ",".join(SEARCH_KINDS))
     ap.add_argument("--out", help="write the minimal failing schedule as a scenario TOML file here")
+    ap.add_argument("--shards", type=int, default=1,
+                    help="independent searches of --max-examples plans each, run on the executor (default 1: here)")
+    ap.add_argument("--executor", choices=("auto", "ray", "processes", "inline"), default="auto",
+                    help="with --shards > 1: where the shards run (auto: Ray when installed, else processes)")
+    ap.add_argument("--address", default=None, help="a Ray cluster: auto, host:port or ray://host:port")
+    ap.add_argument("-j", "--jobs", type=int, default=None, help="CPUs of a local Ray or worker processes (default 2)")
+    ap.add_argument("--shard-timeout", type=float, default=600.0, help="seconds a shard may take")
     args = ap.parse_args(argv)
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
     bad = [k for k in kinds if k not in SEARCH_KINDS]
     if bad:
         ap.error("unknown fault kinds: %s" % ", ".join(bad))
+    if args.shards < 1:
+        ap.error("--shards must be at least 1")
     spec = base_spec(args.algorithm, args.nodes, args.iterations, args.seed)
     expect = DEFAULT_EXPECT[args.algorithm]
-    plan, message = find_counterexample(spec, expect_property(expect), args.max_examples, kinds)
+    try:
+        plan, message, broken = _search_on_executor(args, spec, expect, kinds)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    for line in broken:
+        print("broken %s" % line, file=sys.stderr)
     if plan is None:
-        print("no fault schedule among %d examples broke %s" % (args.max_examples, sorted(expect)))
-        return 0
+        print("no fault schedule among %d x %d examples broke %s" % (args.shards, args.max_examples, sorted(expect)))
+        return 2 if broken else 0
     print("minimal failing fault schedule (%d entries): %s" % (plan_size(plan), plan))
     print(message)
     if args.out:
