@@ -114,7 +114,7 @@ def cmd_sweep(args):
         if args.backend == "realtime":
             # one lab, one case at a time: real-time cases on one host would compete for its cores
             lab = Lab(lab_spec, str(Path(args.out, "lab").resolve()))
-            executor, fn = InlineExecutor, functools.partial(sweep.run_case, lab=lab)
+            executor, fn = InlineExecutor(), functools.partial(sweep.run_case, lab=lab)
         else:
             executor, fn = functools.partial(make_executor, args.executor, args.jobs, args.address), sweep.run_case
         summary = sweep.run_sweep(cases, args.out, executor, rerun_failed=args.rerun_failed, fn=fn, say=say)

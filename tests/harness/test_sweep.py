@@ -285,3 +285,18 @@ def test_fault_search_shards_on_worker_processes_find_what_they_find_here():
     assert "mass_conserved" in here[1] and search.plan_size(here[0]) == 1
     alone = search.find_counterexample(spec, search.expect_property(expect), max_examples=30)
     assert here[:2] == alone  # a tie goes to the lowest shard
+
+
+def test_real_time_cases_run_on_this_hosts_lab_and_not_on_a_cluster(tmp_path):
+    d = tmp_path / "rt"
+    d.mkdir()
+    (d / "pc.toml").write_text(CLEAN.replace("count = 3", "count = 3\nboards = 0"))  # PC nodes only
+    out = tmp_path / "sweep"
+    proc = fl_hil("sweep", d, "--backend", "realtime", "--seed", 1, "-o", out, "--no-report")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "running in this process, one at a time" in proc.stdout
+    entry = json.loads((out / "summary.json").read_text())["cases"][0]
+    assert entry["status"] == "passed" and entry["backend"] == "realtime"
+    assert json.loads((out / "cases" / entry["key"] / "record.json").read_text())["backend"] == "pc"
+    cluster = fl_hil("sweep", d, "--backend", "realtime", "--address", "auto", "-o", out, "--no-report")
+    assert cluster.returncode == 2 and "a cluster's workers cannot reach them" in cluster.stderr
