@@ -278,12 +278,12 @@ def test_fault_search_shards_on_worker_processes_find_what_they_find_here():
     from flhil.harness.run import search
     spec = search.base_spec("decentralized", nodes=4, iterations=3)
     expect = search.DEFAULT_EXPECT["decentralized"]
-    here = search.search(spec, expect, max_examples=30, shards=2)
+    here = search.search(spec, expect, max_examples=20, shards=2)
     with ProcessExecutor(jobs=2) as executor:
-        there = search.search(spec, expect, max_examples=30, shards=2, executor=executor, timeout_s=120)
+        there = search.search(spec, expect, max_examples=20, shards=2, executor=executor, timeout_s=120)
     assert here == there and here[0] is not None and here[2] == []
     assert "mass_conserved" in here[1] and search.plan_size(here[0]) == 1
-    alone = search.find_counterexample(spec, search.expect_property(expect), max_examples=30)
+    alone = search.find_counterexample(spec, search.expect_property(expect), max_examples=20)
     assert here[:2] == alone  # a tie goes to the lowest shard
 
 
