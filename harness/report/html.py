@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import os
 import re
 import shutil
@@ -29,9 +28,7 @@ from pathlib import Path
 from flhil.harness.errors import HarnessError
 
 TOOL_FILES = Path(__file__).resolve().with_name("allure")  # package.json, package-lock.json, allurerc.mjs
-# the failure categories are the plugin's (found without importing it: this works without pytest)
-CATEGORIES = Path(importlib.util.find_spec("flhil.fixtures").submodule_search_locations[0]) / \
-    "allure_categories.json"
+CATEGORIES = Path(__file__).resolve().with_name("allure_categories.json")
 DEFAULT_OUTPUT = Path("reports") / "allure-report"
 DEFAULT_HISTORY = Path("reports") / "history.jsonl"
 GENERATE_TIMEOUT_S = 300

@@ -46,7 +46,7 @@ DONE = (PASSED, FAILED)
 
 @functools.lru_cache(maxsize=1)
 def firmware_hash():
-    from flhil.fixtures.allure_env import firmware_hash as digest
+    from flhil.harness.report.allure import firmware_hash as digest
     return digest()
 
 
@@ -132,7 +132,8 @@ def run_case(case, lab=None):
     real-time sweep (which runs in the process that holds the lab)."""
     from flhil.harness.config.scenario import parse_scenario
     from flhil.harness.report import plots
-    from flhil.harness.run import allure_results, pipeline
+    from flhil.harness.report import allure_results
+    from flhil.harness.run import pipeline
     from flhil.harness.run.backend import make_backend
     from flhil.harness.secrets import redact
 
@@ -184,7 +185,7 @@ class CaseStore:
 
     def save(self, case, status, message, outcome=None, where=""):
         """Keep what a case left; case.json goes last, so a case cut short is not counted done."""
-        from flhil.harness.run import allure_results
+        from flhil.harness.report import allure_results
         d = self.dir(case.key)
         (d / "case.json").unlink(missing_ok=True)
         shutil.rmtree(d / "allure", ignore_errors=True)
@@ -316,7 +317,7 @@ def _summarise(cases, out, store, ran, skipped, interrupted):
 def gather_allure(out, cases, store):
     """`out/allure-results`: exactly the Allure tests of this sweep's cases (a case of an earlier,
     different sweep in the same directory stays in cases/ but not in the report)."""
-    from flhil.fixtures.allure_env import write_results_metadata
+    from flhil.harness.report.allure import write_results_metadata
     results = Path(out) / "allure-results"
     shutil.rmtree(results, ignore_errors=True)
     results.mkdir(parents=True)

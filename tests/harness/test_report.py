@@ -2,7 +2,6 @@
 import csv
 import io
 import json
-import sys
 import types
 
 import pytest
@@ -11,7 +10,7 @@ from flhil.harness.results.expectations import Evidence, evaluate
 from flhil.harness.report import plots as report
 from flhil.harness.results.record import RunRecord
 from flhil.harness.secrets import redact
-from flhil.fixtures.allure_glue import attach_to_allure
+from flhil.harness.report.allure import attach_to_allure
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PASSWORD = "hunter2-wifi!"
@@ -98,7 +97,7 @@ def test_redact_plain_and_json_escaped():
 
 
 @pytest.fixture
-def fake_allure(monkeypatch):
+def fake_allure():
     """Stands in for the allure module and records every attachment."""
     attached = []
 
@@ -111,9 +110,7 @@ def fake_allure(monkeypatch):
 
     attach.file = attach_file
     kinds = types.SimpleNamespace(TEXT="text", CSV="csv", JSON="json", PNG="png")
-    monkeypatch.setitem(sys.modules, "allure",
-                        types.SimpleNamespace(attach=attach, attachment_type=kinds))
-    return attached
+    return types.SimpleNamespace(attach=attach, attachment_type=kinds), attached
 
 
 def test_attach_to_allure_redacts_every_text(fake_allure, tmp_path):
@@ -122,7 +119,8 @@ def test_attach_to_allure_redacts_every_text(fake_allure, tmp_path):
     log_file.write_text("connecting to lab with password %s\nok\n" % PASSWORD)
     logs = {0: "boot\nwifi password=%s key=%s\n" % (PASSWORD, RUN_KEY), 1: str(log_file)}
     rep = evaluate(rec, {"oracle": True}, Evidence(oracle=[1.75, 1.75, 1.75]))
-    assert attach_to_allure(rec, rep, logs, secrets=[PASSWORD, RUN_KEY])
+    sink, fake_allure = fake_allure
+    assert attach_to_allure(rec, rep, logs, secrets=[PASSWORD, RUN_KEY], sink=sink)
 
     names = [name for name, _, _ in fake_allure]
     assert names[:2] == ["convergence", "timing"]
@@ -139,6 +137,5 @@ def test_attach_to_allure_redacts_every_text(fake_allure, tmp_path):
     assert "password ***" in log1 and log1.endswith("ok\n")
 
 
-def test_attach_to_allure_without_allure(monkeypatch):
-    monkeypatch.setitem(sys.modules, "allure", None)  # import raises ImportError
-    assert attach_to_allure(run_record(), None, {}) is False
+def test_attach_to_allure_without_allure():
+    assert attach_to_allure(run_record(), None, {}, sink=None) is False

@@ -1,4 +1,4 @@
-"""fixtures/allure_env.py: the Allure environment, executor and failure categories.
+"""flhil.harness.report.allure: the Allure environment, executor and failure categories.
 
 The categories are checked against the failure messages the harness really produces (real
 `analysis` checks on small records, real harness exceptions, formatted by pytest the way
@@ -19,7 +19,7 @@ import pytest
 
 from flhil.harness.report import html
 
-from flhil.fixtures import allure_env
+from flhil.harness.report import allure as allure_env
 from flhil.harness.results.expectations import Evidence, evaluate
 from flhil.harness.results.record import RunRecord
 from flhil.harness.config import lab as labfile

@@ -288,7 +288,7 @@ def test_html_report_two_runs(tools, tmp_path):
     # Run 1: clean passes, lossy diverges from the oracle.
     _pytest(work, work / "results1")
     for name in ("environment.properties", "categories.json", "executor.json"):
-        assert (work / "results1" / name).is_file(), "fixtures/allure_env.py wrote no %s" % name
+        assert (work / "results1" / name).is_file(), "the plugin wrote no %s" % name
     _htmlreport(work / "results1", work / "report1", history)
     r1 = _results(work / "report1")
     clean_names = {tr["name"] for tr in _by_suite(r1, "clean")}

@@ -3,7 +3,7 @@
 //
 // - historyPath: one JSON line per generated report; it gives the trend charts and the
 //   new / fixed / regressed marks. Keep the file between runs (CI: cache or upload it).
-// - categories: the same rules as the categories.json that fixtures/allure_env.py writes into
+// - categories: the same rules as the categories.json that flhil.harness.report.allure writes into
 //   the results directory (Allure 3's report reads them from here, not from the results).
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";

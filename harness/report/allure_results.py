@@ -1,6 +1,6 @@
 """Allure results without pytest, for `fl-hil sweep`: one Allure test per case, with the labels,
 parameters, description and attachments the pytest plugin gives a scenario item (the same code
-makes them: `flhil.fixtures.allure_glue.label` and `attach_to_allure`, handed a `Sink` in place of
+makes them: `flhil.harness.report.allure.label` and `attach_to_allure`, handed a `Sink` in place of
 the allure module), written as `*-result.json` and attachment files by allure-python-commons.
 
 A worker collects a case's test into a plain, picklable dict (`collect`); the sweep's driver
@@ -66,11 +66,11 @@ class Sink:
 
 def collect(spec, record, verdict, parameters, title, description, target, secrets=()):
     """The Allure test of one run, as the plugin makes it: a plain dict."""
-    from flhil.fixtures import allure_glue
+    from flhil.harness.report import allure
     sink = Sink()
-    allure_glue.label(spec, record, parameters, title, sink=sink)
-    allure_glue.attach_to_allure(record, verdict, secrets=secrets, description=description, target=target,
-                                 sink=sink)
+    allure.label(spec, record, parameters, title, sink=sink)
+    allure.attach_to_allure(record, verdict, secrets=secrets, description=description, target=target,
+                            sink=sink)
     return sink.test
 
 
