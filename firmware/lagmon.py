@@ -86,11 +86,3 @@ class LagMonitor:
                           host=host, host_sum=None if host is None else self.total_host)
         self._reset(now)
 
-
-def start_for(cfg, clock, tel):
-    """The lag monitor a run config asks for (`monitor_ms`: its period), started; else None (virtual
-    time, where nothing is ever late)."""
-    period = cfg.get("monitor_ms")
-    if not period:
-        return None
-    return LagMonitor(clock, tel, period).start()

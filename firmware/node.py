@@ -9,7 +9,6 @@ import binascii
 from flhil.compat import asyncio, TimeoutError, heap, is_number, MICROPYTHON, version
 from flhil.clock import LoopClock, SkewedClock
 from flhil.faults import FaultyTransport, NodeFaults, has_link_faults, UP, DOWN, DEAD, BACK
-from flhil import lagmon
 from flhil.telemetry import Telemetry
 from flhil.transport import TcpTransport
 from flhil.vocab import new_counts
@@ -182,7 +181,9 @@ class Node:
         free, total = heap()
         self.tel.emit("boot", impl="micropython" if MICROPYTHON else "cpython", ver=version(),
                       heap=free, heap_total=total)
-        self._lag = lagmon.start_for(self.cfg, self.clock, self.tel)
+        if self.cfg.get("monitor_ms"):  # real time only; imported then, to spare a board's heap
+            from flhil.lagmon import LagMonitor
+            self._lag = LagMonitor(self.clock, self.tel, self.cfg["monitor_ms"]).start()
         addr = await self.net.start()
         self.tel.emit("listen", addr=list(addr))
         deadline = self.clock.now_us() + int(self.timing["startup_ms"] * 1000)
