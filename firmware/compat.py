@@ -28,6 +28,23 @@ def heap():
     return free, free + _mem_alloc()
 
 
+try:  # CPU time of this process: CPython, and MicroPython's unix port (time.clock); a board has none
+    from time import process_time as _cpu_s
+except ImportError:
+    try:
+        from time import clock as _cpu_s
+    except ImportError:
+        _cpu_s = None
+
+
+def cpu_us():
+    """CPU time this process has used, in microseconds, or None where it cannot be known (a
+    board, which shares its CPU with nothing else)."""
+    if _cpu_s is None:
+        return None
+    return int(_cpu_s() * 1000000)
+
+
 def format_exception(exc):
     if MICROPYTHON:
         import io

@@ -4,12 +4,15 @@ and the node-level faults (dropout and rejoin, slot jitter, clock skew) as one o
 Link faults act on the sender's side, per (src, dst) link, each link drawing from its own
 generator seeded by (seed, src, dst), a fixed number of draws per matching rule and message, so the
 same seed and the same message sequence give the same faults whatever the timing. A `script` in the
-plan replaces the rules with exact per-message decisions (a recorded run, replayed). Start-up messages
-(hello, go) are never faulted: the faults under test are those of the FL protocol."""
+plan replaces the rules with exact per-message decisions (a recorded run, replayed): the sender's
+(loss, delay, ...) and, at the receiver, the late arrivals the recorded run saw (`late`: held until
+the receiver has left the message's step, so it is dropped as stale as it was); node stalls of the
+script (`stall`) are node-level faults. Start-up messages (hello, go) are never faulted: the faults
+under test are those of the FL protocol."""
 from flhil.compat import asyncio
 from flhil.prng import XorShift32, mix
 from flhil.transport import Transport
-from flhil.vocab import LOST_KINDS, STARTUP_PHASES
+from flhil.vocab import LOST_KINDS, STARTUP_PHASES, LATE_KIND, STALL_KIND
 
 REORDER_HOLD_MS = 50  # a held message goes out behind the next one, or after this long
 
@@ -46,9 +49,17 @@ class FaultyTransport(Transport):
         self.partitions = plan.get("partitions", ())
         # replayed faults: exact decisions recorded from an earlier run, by (dst, phase, iteration)
         self.script = {}
+        self.late_in = {}  # (src, phase, iteration) -> a late arrival at this node
         for f in plan.get("script", ()):
-            if f.get("src") == node_id:
+            kind = f.get("kind")
+            if kind == LATE_KIND:
+                if f.get("dst") == node_id:
+                    self.late_in[(f["src"], f["p"], f["i"])] = f
+            elif kind != STALL_KIND and f.get("src") == node_id:
                 self.script[(f["dst"], f["p"], f["i"])] = f
+        self._sink = None
+        self._held = []    # late arrivals waiting for the node to leave their step
+        self._floors = {}  # phase -> the step below which the node takes no more messages
         self.t_start = None  # set by the node when the start barrier is passed
         self._links = {}
         self._tasks = []
@@ -63,7 +74,8 @@ class FaultyTransport(Transport):
         return self.inner.peers
 
     def set_sink(self, fn):
-        self.inner.set_sink(fn)
+        self._sink = fn
+        self.inner.set_sink(self._arrive if self.late_in else fn)
 
     def set_peers(self, table):
         self.inner.set_peers(table)
@@ -193,6 +205,35 @@ class FaultyTransport(Transport):
         self._emit_later(link, dst, msg, 2 if kind == "dup" else 1, f.get("ms", 0) if kind == "delay" else 0,
                          kind == "reorder")
 
+    # -- replayed late arrivals (receiver side) -------------------------------------------------
+    def _arrive(self, msg):
+        key = (msg.get("s"), msg.get("p"), msg.get("i"))
+        f = self.late_in.get(key)
+        if f is None:
+            self._sink(msg)
+            return
+        del self.late_in[key]  # its copies pass as they came
+        if msg["i"] < self._floors.get(msg["p"], 0):
+            self._sink(msg)  # late already (the replay's own faults made it so): nothing to hold
+            return
+        self._held.append((f, msg))
+
+    def left_step(self, phase, floor):
+        self._floors[phase] = floor
+        keep = []
+        for f, msg in self._held:
+            if msg["p"] == phase and msg["i"] < floor:
+                if f.get("ms") is not None:  # without ms it never arrived before the receiver's end
+                    self._spawn(self._late(f, msg))
+            else:
+                keep.append((f, msg))
+        self._held = keep
+
+    async def _late(self, f, msg):
+        await asyncio.sleep(self.clock.real_s(f["ms"] * 1000))
+        self.tel.emit("fault", kind=LATE_KIND, src=msg["s"], p=msg["p"], i=msg["i"], ms=f["ms"])
+        self._sink(msg)
+
     def _emit_later(self, link, dst, msg, copies, delay_ms, hold):
         if delay_ms > 0:
             self._spawn(self._after(delay_ms, link, dst, msg, copies, hold))
@@ -243,6 +284,15 @@ def clock_skew(plan, node_id):
     return None
 
 
+def scripted_stalls(plan, node_id):
+    """{step: ms} of the script's stalls of this node."""
+    out = {}
+    for f in plan.get("script", ()):
+        if f.get("kind") == STALL_KIND and f.get("src") == node_id:
+            out[f["i"]] = f.get("ms", 0)
+    return out
+
+
 UP = "up"
 DOWN = "down"        # dropped out, comes back at a later step
 DEAD = "dead"        # dropped out for good
@@ -264,6 +314,7 @@ class NodeFaults:
         self.jitter_ms = worst
         self._jitter_rng = XorShift32(mix(plan.get("seed", seed), node_id, 0x5107))
         self.skew = clock_skew(plan, node_id)  # (ppm, offset_ms) or None
+        self.stalls = scripted_stalls(plan, node_id)
         self.down = False
         self.dead = False
         self.up_at = None  # while down: the step the node comes back at (None: never)
@@ -297,9 +348,20 @@ class NodeFaults:
         return False
 
     def slot_delay_ms(self, slot):
-        """How late this slot's send starts (0 without slot jitter); the draw is a fault event."""
+        """How late this slot's send starts (0 without slot jitter or a stall); the jitter draw
+        and the stall are fault events."""
+        stall = self.stall_ms(slot)
         if not self.jitter_ms:
-            return 0
+            return stall
         j = self._jitter_rng.uniform(0, self.jitter_ms)
         self.tel.emit("fault", kind="slot_jitter", i=slot, ms=round(j, 3))
-        return j
+        return j + stall
+
+    def stall_ms(self, step):
+        """A replayed stall of this node at this step (its loop did not run for that long when
+        the step began in the recorded run), as a fault event; 0 when the script has none."""
+        ms = self.stalls.get(step)
+        if not ms:
+            return 0
+        self.tel.emit("fault", kind=STALL_KIND, i=step, ms=ms)
+        return ms

@@ -79,6 +79,7 @@ class Node:
         self._dec = None         # decentralized state while fl_decentralized runs
         self._min_free = None
         self._closed = False
+        self._lag = None         # the lag monitor (lagmon.py) while the node runs in real time
 
     # -- upstream-compatible names -----------------------------------------------------------
     @property
@@ -146,6 +147,7 @@ class Node:
         self._floor[phase] = i
         for key in [k for k in self._box if k[0] == phase and k[1] < i]:
             del self._box[key]
+        self.net.left_step(phase, i)
 
     async def _await(self, phase, i, done, deadline_us, waiting_on):
         """Wait until done(received) or the deadline; report a wait that lasts long."""
@@ -179,6 +181,9 @@ class Node:
         free, total = heap()
         self.tel.emit("boot", impl="micropython" if MICROPYTHON else "cpython", ver=version(),
                       heap=free, heap_total=total)
+        if self.cfg.get("monitor_ms"):  # real time only; imported then, to spare a board's heap
+            from flhil.lagmon import LagMonitor
+            self._lag = LagMonitor(self.clock, self.tel, self.cfg["monitor_ms"]).start()
         addr = await self.net.start()
         self.tel.emit("listen", addr=list(addr))
         deadline = self.clock.now_us() + int(self.timing["startup_ms"] * 1000)
@@ -256,6 +261,9 @@ class Node:
             data = initial
         start = self.clock.now_us()
         self.tel.emit("round_start", i=k)
+        stall = self.faults.stall_ms(k)  # a replayed stall of this node at this round
+        if stall:
+            await asyncio.sleep(self.clock.real_s(stall * 1000))
         if state == DOWN:
             await self.clock.sleep_until(start + int(self.timing["round_ms"] * 1000))
             self._round_end(k, 0, need, True, data, down=True)
@@ -302,7 +310,7 @@ class Node:
             if not skipped:
                 data = server_cb(priv, msgs)
             self._raise_floor("cu", k + 1)
-            self._round_end(k, len(msgs), need, skipped, data)
+            self._round_end(k, len(msgs), need, skipped, data, miss=[c for c in clients if c not in got])
         return data
 
     async def _central_client(self, client_cb, data, priv, iterations):
@@ -377,7 +385,7 @@ class Node:
             skipped = not payloads
             if not skipped:
                 data = server_cb(privateData, payloads)
-            self._round_end(k, len(payloads), len(peers), skipped, data)
+            self._round_end(k, len(payloads), len(peers), skipped, data, miss=[j for j in peers if j not in got])
         self._dec["hist"][noIterations] = data
         self._dec["step"] = noIterations
         return data
@@ -448,6 +456,8 @@ class Node:
         if self._closed:
             return
         self._closed = True
+        if self._lag is not None:
+            self._lag.stop()
         free, total = heap()
         if free is not None:
             self.tel.emit("heap", free=free, min_free=min(free, self._min_free or free), total=total)

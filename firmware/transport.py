@@ -50,6 +50,10 @@ class Transport:
     async def flush(self, timeout_s):
         """Wait (bounded) until what was sent has left."""
 
+    def left_step(self, phase, floor):
+        """The node accepts no more messages of `phase` below step `floor` (a fault layer that
+        replays late arrivals delivers them now)."""
+
     async def close(self):
         raise NotImplementedError
 

@@ -11,14 +11,20 @@ FL_PHASES = ("cd", "cu", "d1", "d2", "t")
 
 # -- telemetry (telemetry.py; docs/design.md "Telemetry") --------------------------------------
 EVENTS = ("boot", "listen", "ready", "round_start", "round_end", "slot_start", "slot_end",
-          "slot_value", "fault", "drop", "waiting", "heap", "counts", "result", "error", "done")
+          "slot_value", "fault", "drop", "waiting", "lag", "heap", "counts", "result", "error", "done")
 TERMINAL_EVENT = "done"
 
 # `kind` of a `fault` event: what the fault layer injected
 LOST_KINDS = ("loss", "burst_loss", "partition")            # the message never left
 MESSAGE_FAULT_KINDS = LOST_KINDS + ("delay", "dup", "reorder")  # per message: replayable as a script
 NODE_FAULT_KINDS = ("crash", "rejoin", "slot_jitter", "clock_skew")
-FAULT_KINDS = MESSAGE_FAULT_KINDS + NODE_FAULT_KINDS
+# what a replay reproduces of the host's timing, beside the injected faults (only in a script):
+# a message that reached its receiver after the receiver left its step, a node that stalled
+LATE_KIND = "late"
+STALL_KIND = "stall"
+REPLAY_KINDS = (LATE_KIND, STALL_KIND)
+SCRIPT_KINDS = MESSAGE_FAULT_KINDS + REPLAY_KINDS
+FAULT_KINDS = MESSAGE_FAULT_KINDS + NODE_FAULT_KINDS + REPLAY_KINDS
 # a fault plan's dropout shows as `crash` (and `rejoin` when the node comes back)
 PLAN_FAULT_KINDS = ("loss", "burst_loss", "delay", "dup", "reorder", "partition", "dropout", "rejoin",
                     "slot_jitter", "clock_skew")
@@ -27,6 +33,12 @@ PLAN_FAULT_KINDS = ("loss", "burst_loss", "delay", "dup", "reorder", "partition"
 FRAME_REJECTS = ("oversize", "truncated", "bad_tag", "bad_json", "bad_fields", "other_run")
 MESSAGE_DROPS = ("duplicate", "stale", "overflow")
 DROP_REASONS = FRAME_REJECTS + MESSAGE_DROPS
+
+# fate of an FL message at its receiver (the run record's `fates`): used in its step, or not:
+# late (stale: dropped when it came after the receiver had left its step; unheard: it had not come
+# when the receiver ended), lost (an injected fault), dropped (a drop reason)
+FATES = ("in_time", "stale", "unheard", "lost", "dropped")
+LATE_FATES = ("stale", "unheard")
 
 # fields of a `counts` event: a node's transport counters
 COUNTERS = ("sent", "recv", "drop_fault", "duplicate", "stale", "rejected", "overflow")

@@ -14,7 +14,7 @@ from pydantic import Field
 from flhil.harness.config.model import (ConfigModel, Expect, Float, Int, NodeId, NodeOrAll, OneOf,
                                         Probability, validate)
 from flhil.harness.config.toml import At, Source, describe
-from flhil.vocab import FL_PHASES, MESSAGE_FAULT_KINDS, PLAN_FAULT_KINDS
+from flhil.vocab import FL_PHASES, PLAN_FAULT_KINDS, SCRIPT_KINDS, STALL_KIND
 
 # Every kind `kinds()` can report; "none" stands for an empty plan.
 FAULT_KINDS = ("none",) + PLAN_FAULT_KINDS
@@ -111,13 +111,24 @@ class ClockSkew(ConfigModel):
 
 
 class Scripted(ConfigModel):
-    """One exact decision on one message, recorded from an earlier run (replay)."""
-    src: NodeId(description="sender")
-    dst: NodeId(description="receiver")
-    p: OneOf(FL_PHASES, description="phase of the message")
-    i: Int(0, expected="an iteration or slot >= 0", description="iteration or slot of the message")
-    kind: OneOf(MESSAGE_FAULT_KINDS, description="what happened to it")
-    ms: Float(0, description="delay, for kind = delay") | None = None
+    """One exact decision recorded from an earlier run (replay): an injected fault on one message,
+    a late arrival of one message at its receiver, or a stall of one node at one step."""
+    src: NodeId(description="sender (for kind = stall: the node that stalled)")
+    dst: NodeId(description="receiver (not for kind = stall)") | None = None
+    p: OneOf(FL_PHASES, description="phase of the message (not for kind = stall)") | None = None
+    i: Int(0, expected="an iteration or slot >= 0", description="iteration or slot of the message or stall")
+    kind: OneOf(SCRIPT_KINDS, description="what happened to it")
+    ms: Float(0, description="delay (kind = delay); the stall (kind = stall); for kind = late, how long "
+              "after the receiver left the step it came (absent: not before the receiver ended)") | None = None
+
+    def check(self, at, ctx):
+        if self.kind == STALL_KIND:
+            if self.ms is None:
+                (at / "ms").fail("a stall needs ms, how long the node stalled")
+            return
+        for key in ("dst", "p"):
+            if getattr(self, key) is None:
+                (at / key).fail(f"kind {self.kind} needs {key}")
 
 
 def _tables(model, name):

@@ -23,6 +23,7 @@ from flhil.harness import FIRMWARE_DIR as FIRMWARE
 from flhil.harness.config.faults import fault_kinds
 from flhil.harness.config.scenario import format_param_value
 from flhil.harness.report import plots
+from flhil.harness.results.verdict import INCONCLUSIVE
 from flhil.harness.secrets import redact
 
 FIRMWARE_DIR = Path(FIRMWARE)
@@ -116,7 +117,10 @@ def description_html(description, verdict, png):
         parts.append("<p>%s</p>" % html.escape(description))
     if verdict is not None:
         head = "%d checks, %d failed" % (len(verdict.findings), len(verdict.failures))
-        rows = [str(f) for f in verdict.failures] + [str(f) for f in verdict.findings if f.ok]
+        if verdict.inconclusive:
+            head += "; " + INCONCLUSIVE
+        rows = [str(f) for f in verdict.failures] + ["evidence: " + e for e in verdict.evidence] + \
+            list(verdict.notes) + [str(f) for f in verdict.findings if f.ok]
         parts.append("<p><b>%s</b></p><pre>%s</pre>" % (head, html.escape("\n".join(rows))))
     if png:
         parts.append('<img alt="convergence" style="max-width:100%%" src="data:image/png;base64,%s"/>'

@@ -19,6 +19,7 @@ from pydantic import Field, create_model
 
 from flhil.harness.config.model import ConfigModel, validate
 from flhil.harness.config.toml import At, Source
+from flhil.harness.results.host import judge as judge_host
 from flhil.harness.results.verdict import Finding, Verdict
 
 
@@ -97,7 +98,7 @@ def evaluate(record, expect: dict, evidence: Evidence | None = None) -> Verdict:
                 continue
             kwargs["clean"] = evidence.clean
         verdict.findings.extend(entry.check(record, **kwargs))
-    return verdict
+    return judge_host(record, verdict)
 
 
 def _load_builtin():

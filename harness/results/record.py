@@ -32,9 +32,10 @@ class RunRecord(Mapping):
     """A run record. It reads like its JSON document (`record["nodes"]`, `record.get("hang")`)
     and answers the questions checks and reports ask."""
 
-    def __init__(self, data: dict | None = None):
+    def __init__(self, data: dict | None = None, path=None):
         self.data = data if data is not None else {}
         self.data.setdefault("nodes", {})
+        self.path = path  # the record.json it was loaded from or saved to, if any
 
     def __getitem__(self, key):
         return self.data[key]
@@ -61,7 +62,7 @@ class RunRecord(Mapping):
             data = json.load(f)
         if not isinstance(data, dict) or not isinstance(data.get("nodes", {}), dict):
             raise ValueError("%s is not a run record (expected a JSON object with nodes)" % path)
-        return cls(data)
+        return cls(data, path)
 
     @classmethod
     def from_stream(cls, path) -> "RunRecord":
@@ -91,6 +92,8 @@ class RunRecord(Mapping):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(self.to_json(), encoding="utf-8")
+        if self.path is None:
+            self.path = path
         return path
 
     # ------------------------------------------------------------ run-level facts

@@ -23,6 +23,18 @@ class ExpectationFailed(AssertionError):
         self.verdict = verdict
 
 
+class HostOverloaded(Exception):
+    """The run's failures all coincide with host stalls: it says nothing about the algorithm
+    (verdict *inconclusive: host overloaded*); `verdict` holds the findings and the evidence."""
+
+    def __init__(self, message, verdict=None):
+        super().__init__(message)
+        self.verdict = verdict
+
+
+INCONCLUSIVE = "inconclusive: host overloaded"
+
+
 @dataclass
 class Finding:
     check: str
@@ -51,9 +63,14 @@ class Finding:
 
 @dataclass
 class Verdict:
+    """The findings of a run and its outcome: "pass", "fail", or "inconclusive" (every failure
+    coincides with host stalls: `evidence` says which node lost how much time, when)."""
     findings: list = field(default_factory=list)
     seed: object = None
     run: object = None
+    inconclusive: bool = False
+    evidence: list = field(default_factory=list)
+    notes: list = field(default_factory=list)  # what re-runs and replays showed
 
     @property
     def failures(self):
@@ -63,20 +80,39 @@ class Verdict:
     def ok(self):
         return not self.failures
 
+    @property
+    def outcome(self):
+        if self.ok:
+            return "pass"
+        return "inconclusive" if self.inconclusive else "fail"
+
     def summary(self) -> str:
         head = "run %s, seed=%s: %d checks, %d failed" % (
             self.run, self.seed, len(self.findings), len(self.failures))
-        return "\n".join([head] + ["  " + str(f) for f in self.findings])
+        if self.inconclusive:
+            head += "; " + INCONCLUSIVE
+        lines = [head] + ["  " + str(f) for f in self.findings]
+        lines += ["  evidence: " + e for e in self.evidence] + ["  " + n for n in self.notes]
+        return "\n".join(lines)
 
     def to_dict(self):
-        return {"seed": self.seed, "run": self.run, "ok": self.ok,
-                "findings": [asdict(f) for f in self.findings]}
+        return {"seed": self.seed, "run": self.run, "ok": self.ok, "outcome": self.outcome,
+                "findings": [asdict(f) for f in self.findings], "evidence": list(self.evidence),
+                "notes": list(self.notes)}
 
     def raise_if_failed(self):
+        """ExpectationFailed for a failed run, HostOverloaded for an inconclusive one."""
         if self.ok:
             return
+        if self.inconclusive:
+            lines = ["%s (run %s): %d failure(s), each at a moment the host stalled its nodes:"
+                     % (INCONCLUSIVE, self.run, len(self.failures))]
+            lines += ["  " + str(f) for f in self.failures]
+            lines += ["  evidence: " + e for e in self.evidence] + ["  " + n for n in self.notes]
+            raise HostOverloaded("\n".join(lines), self)
         lines = ["%d expectation(s) failed (run %s):" % (len(self.failures), self.run)]
         lines += ["  " + str(f) for f in self.failures]
+        lines += ["  " + n for n in self.notes]
         lines.append("replay with seed=%s" % self.seed)
         raise ExpectationFailed("\n".join(lines), self)
 

@@ -11,6 +11,7 @@ import os
 import threading
 import time
 
+from flhil.harness.results.fates import message_fates, step_stalls
 from flhil.harness.results.record import RunRecord
 from flhil.harness.run.telemetry import parse_line
 from flhil.vocab import TERMINAL_EVENT
@@ -30,7 +31,7 @@ class NodeSlot:
 
 class _NodeState:
     __slots__ = ("events", "log", "result", "last_wait", "last_kind", "error", "done", "started",
-                 "ready", "lines")
+                 "ready", "lines", "offset", "backlog")
 
     def __init__(self):
         self.events = []
@@ -43,6 +44,8 @@ class _NodeState:
         self.started = False
         self.ready = False
         self.lines = 0
+        self.offset = None     # least (harness clock - node clock) seen, µs: a line read at once
+        self.backlog = None    # (µs, node t): the longest a line waited before the harness read it
 
 
 class Collector:
@@ -80,6 +83,7 @@ class Collector:
             state.log.write(text + "\n")
         ev = parse_line(text)
         if ev is not None:
+            _track_backlog(state, ev)
             self.event(node, ev)
 
     def event(self, node, ev):
@@ -153,6 +157,9 @@ class Collector:
                 "stopped": stopped}
         data.update(extra or {})
         record = RunRecord(data)
+        data["fates"] = message_fates(record)
+        data["stalls"] = step_stalls(record)
+        data["host"] = self._host(record, data.pop("harness_lag", None))
         self._close_files(record)
         return record
 
@@ -180,6 +187,24 @@ class Collector:
             entry["heap_budget_kb"] = slot.heap_kb
         return entry
 
+    def _host(self, record, harness_lag):
+        """How late the nodes' event loops and the harness ran (see results/host.py)."""
+        nodes = {}
+        for n in record.node_ids():
+            lags = record.events(n, "lag")
+            if not lags:
+                continue
+            host = [e.get("host_sum") for e in lags if e.get("host_sum") is not None]
+            nodes[str(n)] = {"windows": len(lags), "max_ms": max(e.get("max") or 0 for e in lags) / 1000.0,
+                             "host_ms": round(sum(host) / 1000.0, 3) if host else None}
+        backlog = {str(i): {"max_ms": round(st.backlog[0] / 1000.0, 3), "t": st.backlog[1]}
+                   for i, st in enumerate(self.nodes) if st.backlog is not None}
+        out = {"nodes": nodes, "backlog": backlog}
+        if harness_lag is not None:
+            out["harness"] = {"windows": harness_lag,
+                              "max_ms": max((w["max_ms"] for w in harness_lag), default=0.0)}
+        return out
+
     def _close_files(self, record):
         for state in self.nodes:
             if state.log is not None:
@@ -190,6 +215,20 @@ class Collector:
             self._stream = None
         if self.run_dir is not None:
             record.save(os.path.join(self.run_dir, "record.json"))
+
+
+def _track_backlog(state, ev):
+    """How long a telemetry line waited between the node printing it and the harness reading it:
+    (harness clock - node clock) above its least value in the run (clock rates are equal)."""
+    t = ev.get("t")
+    if not isinstance(t, int):
+        return
+    d = int(time.monotonic() * 1e6) - t
+    if state.offset is None or d < state.offset:
+        state.offset = d
+    wait = d - state.offset
+    if state.backlog is None or wait > state.backlog[0]:
+        state.backlog = (wait, t)
 
 
 def _waited_for(state):

@@ -4,6 +4,7 @@ import hashlib
 import secrets
 
 from flhil.harness.run.spec import DEFAULT_PORT
+from flhil.lagmon import PERIOD_MS as LAG_PERIOD_MS
 from flhil.wire import DEFAULT_MAX_FRAME
 
 MEMORY = "mem"  # the pseudo host of an in-memory (virtual-time) node
@@ -32,6 +33,8 @@ def node_configs(spec, slots, run_id, key, wifi=None):
     common = {"run": run_id, "key": key, "nodes": spec.nodes, "server": spec.server, "peers": peers,
               "app": spec.app, "args": spec.args, "timing": spec.timing, "strict": spec.strict,
               "seed": spec.seed, "faults": spec.faults, "max_frame": max_frame(spec.nodes)}
+    if not memory:  # in real time a node measures its own scheduling lag (virtual time has none)
+        common["monitor_ms"] = LAG_PERIOD_MS
     configs = []
     for s in slots:
         cfg = dict(common, node=s.node, listen=[MEMORY, s.node] if memory else [s.address, DEFAULT_PORT])

@@ -61,11 +61,28 @@ def oracle_values(spec):
 
 
 def analyse(record, expect, spec, clean=(), step=None):
-    """The verdict of a run on its [expect] table; `clean`: fault-free records of the same spec."""
+    """The verdict of a run on its [expect] table (host-aware: results/host.py); `clean`:
+    fault-free records of the same spec."""
     step = step or _no_step
     with step("analyse"):
-        oracle = oracle_values(RunSpec.of(spec)) if "oracle" in expect or "accuracy" in expect else None
-        return evaluate(record, expect, Evidence(oracle=oracle, clean=list(clean)))
+        verdict = verdict_of(record, expect, spec, clean)
+        keep_verdict(record, expect, verdict)
+        return verdict
+
+
+def verdict_of(record, expect, spec, clean=()):
+    """The verdict of a record on an [expect] table, the record left as it is."""
+    oracle = oracle_values(RunSpec.of(spec)) if "oracle" in expect or "accuracy" in expect else None
+    return evaluate(record, expect, Evidence(oracle=oracle, clean=list(clean)))
+
+
+def keep_verdict(record, expect, verdict):
+    """The record keeps what it was judged on and the verdict (so `fl-hil replay` can tell whether
+    a replay reproduces it), in its record.json too."""
+    record.data["expect"] = dict(expect)
+    record.data["verdict"] = verdict.to_dict()
+    if getattr(record, "path", None) is not None:
+        record.save(record.path)
 
 
 def spec_for(case):

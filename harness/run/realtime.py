@@ -9,6 +9,7 @@ import time
 
 from flhil.harness.run.backend import Backend
 from flhil.harness.run.collector import NodeSlot
+from flhil.harness.run.hostlag import HarnessLagMonitor
 from flhil.vocab import TERMINAL_EVENT
 
 
@@ -58,6 +59,8 @@ class LabBackend(Backend):
         t = time.monotonic()
         run_end = t + spec.deadline_s()
         readers = []
+        monitor = HarnessLagMonitor(collector._t0)
+        monitor.start()
         try:
             for i, (node, cfg) in enumerate(zip(nodes, configs)):
                 try:
@@ -84,8 +87,9 @@ class LabBackend(Backend):
                     collector.node_error(i, "stop failed on %s: %s" % (node.name, e))
             for r in readers:
                 r.join(2)
+            harness_lag = monitor.stop()
         unfinished = [r.index for r in readers if not r.finished and r.error is None]
-        return unfinished, "done" if not unfinished else "deadline", {}
+        return unfinished, "done" if not unfinished else "deadline", {"harness_lag": harness_lag}
 
     def release(self, slots):
         if self.given is None:

@@ -22,6 +22,7 @@ from flhil.harness.report import html
 from flhil.harness.report import allure as allure_env
 from flhil.harness.results.expectations import Evidence, evaluate
 from flhil.harness.results.record import RunRecord
+from flhil.harness.results.verdict import HostOverloaded
 from flhil.harness.config import lab as labfile
 from flhil.harness.errors import BoardError, ConfigError, HarnessError
 from flhil.harness.lab.lab import LabError
@@ -55,12 +56,31 @@ def _failure(raise_it):
     """(allure status, message) as allure-pytest records them: excinfo.exconly()."""
     with pytest.raises(BaseException) as info:
         raise_it()
+    if isinstance(info.value, pytest.skip.Exception):
+        return "skipped", info.exconly()
     failed = isinstance(info.value, (AssertionError, pytest.fail.Exception))
     return ("failed" if failed else "broken"), info.exconly()
 
 
 def _expectations(record, expect, oracle_values=None):
     return lambda: evaluate(record, expect, Evidence(oracle=oracle_values)).raise_if_failed()
+
+
+def _inconclusive(record, expect):
+    """What the plugin does with a verdict the host's stalls make inconclusive: skip, saying why."""
+    def go():
+        try:
+            evaluate(record, expect).raise_if_failed()
+        except HostOverloaded as e:
+            pytest.skip(str(e))
+    return go
+
+
+def _stalled_slot(n):
+    """A slot 5 ms late on node n, at a moment its loop lost 5 ms to the host."""
+    return [{"ev": "slot_start", "n": n, "i": 1, "t": 1000, "late": 5000, "peers": [1 - n]},
+            {"ev": "lag", "n": n, "t": 50000, "w": 100000, "max": 6000, "at": 1000, "sum": 6000,
+             "host": 6000, "host_sum": 6000}]
 
 
 def _raise(exc):
@@ -95,6 +115,8 @@ CASES = {
     "late slots": (_expectations(_record([("ok", None), ("ok", None)], events=lambda n: [
         {"ev": "slot_start", "n": n, "i": 1, "t": 1000, "late": 5000, "peers": [1 - n]}]),
         {"slot_late_ms": {"max_ms": 2.0}}), "Timing"),
+    "late slots at host stalls": (_inconclusive(_record([("ok", None), ("ok", None)], events=_stalled_slot),
+                                                {"slot_late_ms": {"max_ms": 0.5}}), "Host overloaded (inconclusive)"),
     "board error": (_raise(BoardError("pico2", "timed out waiting for the raw REPL")), "Infrastructure"),
     "lab file error": (_raise(ConfigError("labs/rack.toml", "boards[1].serial", "expected a string", line=9)),
                        "Infrastructure"),
@@ -153,7 +175,7 @@ def test_allurerc_reads_the_same_categories():
     assert html.CATEGORIES == allure_env.CATEGORIES_FILE
     assert "historyPath" in text
     names = {c["name"] for c in allure_env.categories()}
-    assert names == {"Infrastructure", "Hang or deadline", "Divergence", "Timing"}
+    assert names == {"Host overloaded (inconclusive)", "Infrastructure", "Hang or deadline", "Divergence", "Timing"}
 
 
 # ------------------------------------------------------------------ environment and executor
