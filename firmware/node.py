@@ -80,6 +80,7 @@ class Node:
         self._min_free = None
         self._closed = False
         self._lag = None         # the lag monitor (lagmon.py) while the node runs in real time
+        self.value = None        # what the last fl_* / getMeas call returned (a script's result)
 
     # -- upstream-compatible names -----------------------------------------------------------
     @property
@@ -172,6 +173,14 @@ class Node:
                 self.tel.emit("waiting", p=phase, i=i, on=waiting_on(got), ms=(now - t_begin) // 1000)
                 report_us = min(report_us * 2, MAX_REPORT_US)  # below a serial line timeout
                 next_report = now + report_us
+
+    async def _delivered(self, value):
+        """Upstream's send returns once the receiver has the message, so an app may block or exit
+        right after its last exchange: every result is handed back only after what this node sent
+        has left (bounded; the transport counts what could not)."""
+        self.value = value
+        await self.net.flush(self.timing["recv_ms"] / 1000)
+        return value
 
     def _deadline(self, start_us, ms):
         return None if self.strict else start_us + int(ms * 1000)
@@ -285,10 +294,12 @@ class Node:
         self.tel.emit(ev, i=i, got=got, need=need, skipped=skipped, v=self._metric(data), heap=free, **extra)
 
     # -- centralized FL ----------------------------------------------------------------------
-    async def fl_centralized(self, server_cb, client_cb, localData, privateData, noIterations):
+    async def fl_centralized(self, server_cb, client_cb, localData, privateData, noIterations=1):
         if self.id == self.server:
-            return await self._central_server(server_cb, localData, privateData, noIterations)
-        return await self._central_client(client_cb, localData, privateData, noIterations)
+            value = await self._central_server(server_cb, localData, privateData, noIterations)
+        else:
+            value = await self._central_client(client_cb, localData, privateData, noIterations)
+        return await self._delivered(value)
 
     async def _central_server(self, server_cb, data, priv, iterations):
         initial = data
@@ -357,7 +368,11 @@ class Node:
         return best
 
     # -- decentralized FL --------------------------------------------------------------------
-    async def fl_decentralized(self, server_cb, client_cb, localData, privateData, noIterations):
+    async def fl_decentralized(self, server_cb, client_cb, localData, privateData, noIterations=1):
+        return await self._delivered(
+            await self._decentralized(server_cb, client_cb, localData, privateData, noIterations))
+
+    async def _decentralized(self, server_cb, client_cb, localData, privateData, noIterations):
         peers = [j for j in range(self.n) if j != self.id]
         initial = localData
         self._dec = {"hist": {}, "cb": client_cb, "priv": privateData, "step": 0, "answered": {}}
@@ -388,6 +403,13 @@ class Node:
             self._round_end(k, len(payloads), len(peers), skipped, data, miss=[j for j in peers if j not in got])
         self._dec["hist"][noIterations] = data
         self._dec["step"] = noIterations
+        # as upstream, a node leaves only after answering every peer's last phase-1 message: a
+        # peer still in its last iteration would otherwise wait for our reply until its deadline
+        last = noIterations - 1
+        if last >= 0:
+            await self._await("d1", last, lambda g: len(self._dec["answered"].get(last, ())) >= len(peers),
+                              self._deadline(self.clock.now_us(), self.timing["round_ms"]),
+                              lambda g: [j for j in peers if j not in self._dec["answered"].get(last, ())])
         return data
 
     def _answer_d1(self, i):
@@ -409,9 +431,12 @@ class Node:
     # -- TDM ---------------------------------------------------------------------------------
     async def get1Meas(self, peerId, odata):
         res = await self.getMeas([peerId], odata)
-        return None if res is None else res[0]
+        return await self._delivered(None if res is None else res[0])
 
     async def getMeas(self, peerIds, odata):
+        return await self._delivered(await self._slot(peerIds, odata))
+
+    async def _slot(self, peerIds, odata):
         s = self.slot
         self.slot += 1
         slot_us = int(self.timing["slot_ms"] * 1000)
@@ -444,8 +469,11 @@ class Node:
         self.tel.emit(ev, i=self.slot - 1, v=value)
 
     # -- end ---------------------------------------------------------------------------------
-    async def finish(self, value):
-        """Report the result, answer late peers for a while, then close the transport."""
+    async def finish(self, value=None):
+        """Report the result (by default what the last exchange returned), answer late peers for
+        a while, then close the transport."""
+        if value is None:
+            value = self.value
         self.tel.emit("result", value=value, status=self.status)
         if self._dec is not None and self.status == "ok" and not self.strict:
             await asyncio.sleep(self.clock.real_s(self.timing["linger_ms"] * 1000))

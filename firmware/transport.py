@@ -10,9 +10,18 @@ from flhil.vocab import new_counts
 from flhil.wire import Rejected, HEADER
 
 
+class FrameTooLarge(ValueError):
+    """A message larger than the run's frame limit: raised at the sender, where it can be fixed."""
+
+    def __init__(self, node, msg, detail, limit):
+        ValueError.__init__(self, "node %s: the %s message of step %s is too large (%s, limit %d bytes); "
+                            "raise max_frame_kb in the scenario's [nodes] table (run config: max_frame)"
+                            % (node, msg.get("p"), msg.get("i"), detail, limit))
+
+
 class Transport:
-    """What a node needs from its network. `send` never blocks and never raises: a message that
-    cannot go out is counted. `counts` and `tel` are the node's (the runtime sets them)."""
+    """What a node needs from its network. `send` never blocks and raises only FrameTooLarge: a
+    message that cannot go out is counted. `counts` and `tel` are the node's (the runtime sets them)."""
 
     counts = None
     tel = None
@@ -56,6 +65,10 @@ class Transport:
 
     async def close(self):
         raise NotImplementedError
+
+    def close_now(self):
+        """Free the node's port at once, from outside a running loop (upstream's `del ptb`, or a
+        node left over by an event loop that has ended). Never raises."""
 
 
 class FramedTransport(Transport):
@@ -106,6 +119,8 @@ class FramedTransport(Transport):
         try:
             return self.codec.encode(msg)
         except Rejected as e:
+            if e.why == "oversize":  # no receiver could take it: the app's mistake, said at once
+                raise FrameTooLarge(self.node_id, msg, e.detail, self.codec.max_frame) from None
             self.counts["overflow"] += 1
             self.tel.emit("drop", why=e.why, dst=dst, p=msg.get("p"), i=msg.get("i"))
             return None
@@ -257,6 +272,24 @@ class TcpTransport(FramedTransport):
         while waited < timeout_s and any(l.queue for l in self._links.values()):
             await asyncio.sleep(step)
             waited += step
+
+    def close_now(self):
+        links, self._links = self._links, {}
+        for link in links.values():
+            try:
+                link.close()
+            except Exception:  # the loop that ran it has ended
+                link._drop_writer()
+        server, self._server = self._server, None
+        if server is not None:
+            try:
+                server.close()
+            except Exception:
+                for sock in getattr(server, "_sockets", None) or ():
+                    try:
+                        sock.close()
+                    except OSError:
+                        pass
 
     async def close(self):
         for link in self._links.values():

@@ -11,7 +11,7 @@ from flhil.auth import Hmac, TAG_LEN
 from flhil.vocab import PHASES
 
 HEADER = 4
-DEFAULT_MAX_FRAME = 16384
+DEFAULT_MAX_FRAME = 65536  # a small model in one message (upstream's MLP example sends ~25 KB of JSON)
 
 
 class Rejected(Exception):

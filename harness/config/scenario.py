@@ -44,6 +44,7 @@ class Nodes:
     count: int
     boards: int
     server: int
+    max_frame_kb: int | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,8 @@ class NodesConfig(ConfigModel):
     boards: Int(0, description="of them on boards (real under hil, emulated under sim); default: all") \
         | None = None
     server: Int(0, description="id of the FL server, also the start-up coordinator") = 0
+    max_frame_kb: Int(1, 4096, description="largest message a node sends or takes, in KiB (default 64, "
+                      "more for a large run's start-up table)") | None = None
 
     def check(self, at, ctx):
         if self.boards is None:
@@ -207,8 +210,8 @@ def _scenario_model():
     class ScenarioConfig(ConfigModel):
         name: Text(description="shown in reports; default: the file name") | None = None
         algorithm: OneOf(ALGORITHMS, description="the algorithm under test")
-        app: Text(pattern=r"[A-Za-z_][A-Za-z0-9_]*", expected="a module name in firmware/apps/",
-                  description="app module (default per algorithm)") | None = None
+        app: Text(description="the app under test: a built-in, a Python file (relative to this file) "
+                  "or a module on the app path; default per algorithm") | None = None
         description: Text(allow_empty=True, description="why this scenario exists") = ""
         seeds: Annotated[list[Int(0, SEED_MAX)], Field(min_length=1), Unique(),
                          Expect("a non-empty list of seeds")] = Field(
@@ -284,24 +287,68 @@ def _build(doc: dict, source: Source) -> Scenario:
     model = validate(ScenarioConfig, doc, root, {"nodes": count})
     _check_param_paths(model.params, doc, root / "params")
     nodes = model.nodes
+    app = _user_app(model, source, root)
+    expect = model.expect.data()
+    if isinstance(expect.get("oracle"), str):
+        expect["oracle"] = _user_oracle(expect["oracle"], source, root / "expect" / "oracle")
     default_name = Path(source.path).stem if source.path else "scenario"
     return Scenario(
         path=source.path,
         name=model.name or default_name,
         algorithm=model.algorithm,
-        app=model.app or ALGORITHMS[model.algorithm],
+        app=app,
         description=model.description,
         seeds=tuple(model.seeds),
         strict=model.strict,
-        nodes=Nodes(nodes.count, nodes.boards, nodes.server),
+        nodes=Nodes(nodes.count, nodes.boards, nodes.server, nodes.max_frame_kb),
         args=model.args.data(),
         timing=model.timing.data(),
         faults=model.faults.data(),
-        expect=model.expect.data(),
+        expect=expect,
         params=dict(model.params),
         _doc=doc,
         _source=source,
     )
+
+
+def _user_app(model, source: Source, root: At) -> str:
+    """The app of a scenario: a built-in's name, or the absolute file of a user's app (staged and
+    compiled now, so a mistake in it fails at load). A user's app has no built-in reference, so
+    `oracle = true` must name one instead."""
+    from flhil.harness.run import apps
+    if model.app is None or apps.is_builtin(model.app):
+        return model.app or ALGORITHMS[model.algorithm]
+    base = Path(source.path).parent if source.path else None
+    try:
+        path = apps.locate(model.app, base)
+        staged = apps.stage(path)
+    except apps.AppError as error:
+        (root / "app").fail(str(error))
+    if staged.args is not None:
+        for key in model.args.data():
+            if key not in staged.args:
+                (root / "args" / key).fail(f"unknown argument of app {model.app}; it takes: "
+                                           + ", ".join(sorted(staged.args)))
+    expect = model.expect.data()
+    if expect.get("oracle") is True:
+        (root / "expect" / "oracle").fail(
+            f"app {model.app} has no built-in reference: name a function of yours, "
+            f'oracle = "{Path(path).name}:reference" (nodes, args -> the final value of each node), '
+            'or a JSON file of the final values, oracle = "expected.json"')
+    return path
+
+
+def _user_oracle(ref: str, source: Source, at: At) -> str:
+    """An oracle reference (FILE.py:FUNCTION or FILE.json, relative to the scenario), absolute."""
+    file, _, func = ref.partition(":")
+    path = (Path(source.path).parent if source.path else Path(".")) / file
+    if not path.is_file():
+        at.fail(f"oracle file not found: {path}")
+    if file.endswith(".py") and not func.isidentifier():
+        at.fail(f"expected FILE.py:FUNCTION (the function gives each node's final value), got {ref!r}")
+    if not file.endswith((".py", ".json")):
+        at.fail(f"expected FILE.py:FUNCTION or FILE.json, got {ref!r}")
+    return str(path.resolve()) + (":" + func if func else "")
 
 
 def parse_scenario(text: str, path: Any = "<scenario>") -> Scenario:

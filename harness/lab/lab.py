@@ -121,8 +121,9 @@ class Lab:
         return self.emulated[:count]
 
     # -- runs --------------------------------------------------------------------------------
-    def allocate(self, count, boards, hil, run_dir):
-        """`boards` nodes on boards (real under hil, else emulated) and the rest as PC nodes."""
+    def allocate(self, count, boards, hil, run_dir, app_files=None):
+        """`boards` nodes on boards (real under hil, else emulated) and the rest as PC nodes;
+        `app_files` ({remote: local}, a user's app) go onto the boards' flash with the firmware."""
         boards = count if boards is None else min(boards, count)
         if hil:
             real = self.real_boards()
@@ -132,10 +133,14 @@ class Lab:
         else:
             picked = list(self.emulated_boards(boards))
         pcs = self._fresh_pc_nodes(count - boards, run_dir)
+        files = self._firmware_files()
+        if app_files:
+            files = dict(files, **app_files)
+        bundle = tuple(sorted((k, str(v)) for k, v in (app_files or {}).items()))
         for node in picked:
-            if node.name not in self._prepared:
-                node.prepare(self._firmware_files())
-                self._prepared.add(node.name)
+            if (node.name, bundle) not in self._prepared:  # the manifest makes a re-deploy cheap
+                node.prepare(files)
+                self._prepared.add((node.name, bundle))
         for node in pcs:
             node.prepare(FIRMWARE_DIR)
         return picked + pcs

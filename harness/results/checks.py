@@ -37,6 +37,8 @@ def _percentile(values, p):
 
 
 def _oracle(record, oracle_values):
+    if isinstance(oracle_values, Exception):  # the reference could not be had: the finding says why
+        raise ValueError(str(oracle_values))
     if oracle_values is None:
         return oracles.oracle_for(record.algorithm, record.n_nodes, record.args,
                                   record.seed, record.server)
@@ -47,9 +49,13 @@ def _oracle(record, oracle_values):
 
 # ------------------------------------------------------------------ expectation checks
 
-@expectation("oracle", bool, "final values (and each round's, for the averaging algorithms) equal "
-             "the fault-free reference: exact for dyadic values, else relative 1e-6", needs=("oracle",))
-def check_oracle(record, oracle_values=None, rel=DEFAULT_REL, rounds=None):
+ORACLE_VALUE = Annotated[bool | str, Expect('true or false, or "FILE.py:FUNCTION" or "FILE.json" (a user\'s app)')]
+
+
+@expectation("oracle", ORACLE_VALUE, "final values (and each round's, for the averaging algorithms) equal "
+             "the fault-free reference: exact for dyadic values, else relative 1e-6; true for a built-in "
+             "app, \"FILE.py:FUNCTION\" or \"FILE.json\" for a user's app", needs=("oracle",))
+def check_oracle(record, oracle_values=None, rel=DEFAULT_REL, rounds=None, value=True):
     """Final values (and, for the averaging algorithms, every round's `v`) equal the fault-free
     reference. `oracle_values`: a list (one final value per node) or {"final", "rounds"};
     computed from the record's spec when None."""

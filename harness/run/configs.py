@@ -3,6 +3,7 @@ for every backend."""
 import hashlib
 import secrets
 
+from flhil.harness.run.apps import BOARD_APP_PATH
 from flhil.harness.run.spec import DEFAULT_PORT
 from flhil.lagmon import PERIOD_MS as LAG_PERIOD_MS
 from flhil.wire import DEFAULT_MAX_FRAME
@@ -18,8 +19,10 @@ def run_identity(spec, deterministic):
     return "r-" + secrets.token_hex(4), secrets.token_hex(16)
 
 
-def max_frame(nodes):
-    """Largest frame: the default, or room for the start-up address table of a large run."""
+def max_frame(nodes, kb=None):
+    """Largest frame: the spec's, else the default or room for a large run's start-up table."""
+    if kb is not None:
+        return kb * 1024
     return max(DEFAULT_MAX_FRAME, 32 * nodes + 4096)
 
 
@@ -32,12 +35,17 @@ def node_configs(spec, slots, run_id, key, wifi=None):
                                if s.address not in (None, ANNOUNCED)}
     common = {"run": run_id, "key": key, "nodes": spec.nodes, "server": spec.server, "peers": peers,
               "app": spec.app, "args": spec.args, "timing": spec.timing, "strict": spec.strict,
-              "seed": spec.seed, "faults": spec.faults, "max_frame": max_frame(spec.nodes)}
+              "seed": spec.seed, "faults": spec.faults, "max_frame": max_frame(spec.nodes, spec.max_frame_kb)}
     if not memory:  # in real time a node measures its own scheduling lag (virtual time has none)
         common["monitor_ms"] = LAG_PERIOD_MS
+    user = spec.user_app
+    if user is not None:
+        common["app"] = user.module
     configs = []
     for s in slots:
         cfg = dict(common, node=s.node, listen=[MEMORY, s.node] if memory else [s.address, DEFAULT_PORT])
+        if user is not None:  # a board has the app on its flash; PC and in-memory nodes read it here
+            cfg["app_path"] = user.dir if s.kind in ("pc", "memory") or memory else BOARD_APP_PATH
         if wifi and s.kind == "serial":
             cfg["wifi"] = wifi
         configs.append(cfg)

@@ -13,6 +13,7 @@ from flhil.harness.results import oracles
 from flhil.harness.results.expectations import Evidence, evaluate
 from flhil.harness.run.collector import Collector
 from flhil.harness.run.configs import node_configs, run_identity
+from flhil.harness.run import apps
 from flhil.harness.run.spec import RunSpec
 
 
@@ -52,8 +53,13 @@ def execute(spec, backend, run_dir=None, name=None, step=None):
             backend.release(slots)
 
 
-def oracle_values(spec):
-    """Fault-free reference values for the spec's algorithm, or None if theory gives none."""
+def oracle_values(spec, reference=None):
+    """Fault-free reference values: from the user's `reference` (FILE.py:FUNCTION or FILE.json)
+    when given, else for the spec's algorithm; None if theory gives none."""
+    if isinstance(reference, str):
+        return apps.reference_values(reference, spec.nodes, spec.args)
+    if spec.user_app is not None:
+        return None
     try:
         return oracles.oracle_for(spec.algorithm, spec.nodes, spec.args, seed=spec.seed, server=spec.server)
     except (ValueError, KeyError):
@@ -72,7 +78,16 @@ def analyse(record, expect, spec, clean=(), step=None):
 
 def verdict_of(record, expect, spec, clean=()):
     """The verdict of a record on an [expect] table, the record left as it is."""
-    oracle = oracle_values(RunSpec.of(spec)) if "oracle" in expect or "accuracy" in expect else None
+    spec = RunSpec.of(spec)
+    oracle = None
+    if "oracle" in expect or "accuracy" in expect:
+        try:
+            oracle = oracle_values(spec, expect.get("oracle"))
+        except apps.AppError as e:
+            oracle = e  # the oracle finding says why
+        if oracle is None and spec.user_app is not None and expect.get("oracle") is True:
+            oracle = apps.AppError("app %s has no built-in reference: give oracle = \"FILE.py:FUNCTION\" "
+                                   "or \"FILE.json\"" % spec.app_name)
     return evaluate(record, expect, Evidence(oracle=oracle, clean=list(clean)))
 
 
@@ -90,7 +105,7 @@ def spec_for(case):
     s = case.scenario
     return RunSpec(app=s.app, nodes=s.nodes.count, algorithm=s.algorithm, server=s.nodes.server,
                    args=dict(s.args), timing=dict(s.timing), faults=dict(case.faults),
-                   seed=case.seed, strict=s.strict)
+                   seed=case.seed, strict=s.strict, max_frame_kb=s.nodes.max_frame_kb)
 
 
 def needs_clean_run(expect):

@@ -38,7 +38,8 @@ class LabBackend(Backend):
                 raise ValueError("the spec wants %d nodes, %d given" % (spec.nodes, len(self.given)))
             self._nodes = list(self.given)
         else:
-            self._nodes = self.lab.allocate(spec.nodes, self.boards, self.hil, run_dir)
+            app_files = spec.user_app.board_files() if spec.user_app is not None else None
+            self._nodes = self.lab.allocate(spec.nodes, self.boards, self.hil, run_dir, app_files)
         return [NodeSlot(i, n.kind, n.name, n.address, getattr(n, "heap_kb", None))
                 for i, n in enumerate(self._nodes)]
 

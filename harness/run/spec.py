@@ -7,6 +7,7 @@ the node count, the app's arguments against what the app declares), so a typo fa
 node starts. A spec does not say where it runs: the caller picks a backend (`run.backend`).
 """
 import copy
+import os
 
 from pydantic import Field
 
@@ -14,6 +15,7 @@ from flhil.harness.config.faults import SEED_MAX, FaultPlanConfig
 from flhil.harness.config.model import ConfigModel, Float, Int, Text, validate
 from flhil.harness.config.scenario import ArgsConfig, TimingConfig
 from flhil.harness.config.toml import At, Source, suggestion
+from flhil.harness.run import apps
 from flhil.node import STARTUP_MARGIN_MS, TIMING_DEFAULTS
 from flhil.vocab import ALGORITHMS
 
@@ -26,7 +28,8 @@ RUN_SLACK_S = 10       # beyond every step at its deadline x 1.5
 
 
 class RunSpecModel(ConfigModel):
-    app: Text(description="the app: a module of firmware/apps/") | None = None
+    app: Text(description="the app: a built-in (firmware/apps/), a Python file, or a module on the app path") \
+        | None = None
     algorithm: Text(description="the algorithm; default: the app's") | None = None
     nodes: Int(1, MAX_RUN_NODES, description="number of nodes")
     server: Int(0, description="id of the FL server and start-up coordinator") = 0
@@ -35,6 +38,7 @@ class RunSpecModel(ConfigModel):
     faults: FaultPlanConfig = Field(default_factory=FaultPlanConfig)
     seed: Int(0, SEED_MAX, description="seed of the fault layer and the apps' data") = 1
     strict: bool = False
+    max_frame_kb: Int(1, 4096, description="largest message, KiB (default: the firmware's, 64)") | None = None
     deadline_s: Float(0, lo_open=True, description="longest the run may take; default from the timing") \
         | None = None
 
@@ -43,6 +47,8 @@ class RunSpecModel(ConfigModel):
             (at / "server").fail(f"expected a node id from 0 to {self.nodes - 1}, got {self.server}")
         if self.app is None and self.algorithm is None:
             at.fail("give an app or an algorithm")
+        if self.app is not None and not apps.is_builtin(self.app) and self.algorithm is None:
+            (at / "algorithm").fail(f"give the algorithm the app {self.app} implements ({', '.join(ALGORITHMS)})")
         if self.algorithm is not None and self.algorithm not in ALGORITHMS and self.app is None:
             (at / "algorithm").fail(f"expected an algorithm ({', '.join(ALGORITHMS)}) or an app, got "
                                     f"{self.algorithm!r}{suggestion(self.algorithm, ALGORITHMS)}")
@@ -52,10 +58,11 @@ class RunSpec:
     """One run: app, nodes, server, args, timing, fault plan (normalised), seed, strict."""
 
     FIELDS = ("app", "algorithm", "nodes", "server", "args", "timing", "faults", "seed", "strict",
-              "deadline_s")
+              "max_frame_kb", "deadline_s")
 
     def __init__(self, **fields):
         at = At(Source(fields.pop("_source", None)), ())
+        base_dir = fields.pop("_base_dir", None)  # a user's app file is relative to it
         nodes = fields.get("nodes")
         ctx = {"nodes": nodes if isinstance(nodes, int) and not isinstance(nodes, bool) else None}
         model = validate(RunSpecModel, fields, at, ctx)
@@ -71,12 +78,31 @@ class RunSpec:
         self.seed = model.seed
         self.strict = model.strict
         self.deadline = model.deadline_s
-        _check_app_args(self.app, self.args, at / "args")
+        self.max_frame_kb = model.max_frame_kb
+        self._user_app = None
+        if not apps.is_builtin(self.app):
+            try:
+                self.app = apps.locate(self.app, base_dir)
+                self._user_app = apps.stage(self.app)
+            except apps.AppError as e:
+                (at / "app").fail(str(e))
+        _check_app_args(self._user_app.args if self._user_app else app_arguments(self.app), self.args,
+                        at / "args", self.app)
 
     @classmethod
     def of(cls, spec):
         """A RunSpec from a RunSpec or its dict form (`to_dict`)."""
         return spec if isinstance(spec, cls) else cls(**dict(spec))
+
+    @property
+    def user_app(self):
+        """The staged user's app (harness/run/apps.py), or None for a built-in."""
+        return self._user_app
+
+    @property
+    def app_name(self):
+        """The app as reports name it: a built-in's name, a user's file name."""
+        return self.app if self._user_app is None else os.path.basename(self.app)
 
     def replace(self, **changes):
         d = self.to_dict()
@@ -87,7 +113,7 @@ class RunSpec:
         return {"app": self.app, "algorithm": self.algorithm, "nodes": self.nodes, "server": self.server,
                 "args": copy.deepcopy(self.args), "timing": dict(self.timing),
                 "faults": copy.deepcopy(self.faults), "seed": self.seed, "strict": self.strict,
-                "deadline_s": self.deadline}
+                "max_frame_kb": self.max_frame_kb, "deadline_s": self.deadline}
 
     def __eq__(self, other):
         return isinstance(other, RunSpec) and self.to_dict() == other.to_dict()
@@ -127,9 +153,8 @@ def step_count(args):
     return max(1, args.get("iterations", 0) or 0, (args.get("slots", 0) or 0) * (args.get("blocks", 1) or 1))
 
 
-def _check_app_args(app, args, at):
+def _check_app_args(declared, args, at, app):
     """Arguments the app does not declare (its module's ARGS) are a mistake, most often a typo."""
-    declared = app_arguments(app)
     if declared is None:
         return
     for key in args:

@@ -22,6 +22,7 @@ import time
 
 from flhil.clock import LoopClock
 from flhil.entry import run_node
+from flhil.harness.run.apps import load_instance
 from flhil.harness.run.backend import Backend
 from flhil.harness.run.collector import NodeSlot
 from flhil.harness.run.configs import MEMORY
@@ -172,13 +173,26 @@ class VirtualBackend(Backend):
         return unfinished, reason, extra
 
 
-async def _node_task(cfg, network, sink):
+def _printer(log):
+    """`print` for an in-process node's app: its lines go to the node's log, as a board's would."""
+    def app_print(*args, sep=" ", end="\n", file=None, flush=False):
+        for line in (sep.join(str(a) for a in args) + end).splitlines():
+            log(line)
+    return app_print
+
+
+async def _node_task(cfg, network, sink, log=None):
     loop = asyncio.get_running_loop()
     clock = LoopClock(loop)
     tel = Telemetry(cfg["node"], clock, sink=sink)
     codec = Codec(cfg["run"], bytes.fromhex(cfg["key"]), cfg.get("max_frame", DEFAULT_MAX_FRAME))
-    transport = MemoryTransport(network, cfg["node"], codec, None, tel)
-    node = await run_node(cfg, transport=transport, clock=clock, tel=tel)
+    app = None
+    if cfg.get("app_path"):  # a user's app: one module object per node, as one interpreter per node
+        app = load_instance(cfg["app_path"], cfg["app"], cfg["node"])
+        if log is not None:
+            app.print = _printer(log)
+    node = await run_node(cfg, clock=clock, tel=tel, app=app,
+                          new_transport=lambda: MemoryTransport(network, cfg["node"], codec, None, tel))
     return node.status
 
 
@@ -186,7 +200,11 @@ async def _main(loop, configs, network, collector, deadline_s):
     def sink_for(i):
         return lambda ev: collector.event(i, ev)
 
-    tasks = [loop.create_task(_node_task(cfg, network, sink_for(cfg["node"]))) for cfg in configs]
+    def log_for(i):
+        return lambda text: collector.line(i, text)
+
+    tasks = [loop.create_task(_node_task(cfg, network, sink_for(cfg["node"]), log_for(cfg["node"])))
+             for cfg in configs]
     stop = loop.create_future()
 
     def finish(reason):

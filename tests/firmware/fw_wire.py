@@ -9,7 +9,7 @@ from flhil.apps import common, fedmean
 from flhil.auth import Hmac
 from flhil.compat import asyncio
 from flhil.prng import XorShift32, mix
-from flhil.wire import Codec, Rejected
+from flhil.wire import Codec, Rejected, DEFAULT_MAX_FRAME
 
 
 def unhex(s):
@@ -104,7 +104,7 @@ def test_codec_round_trip_and_rejects():
     bad_phase = dict(MSG)
     bad_phase["p"] = "zz"
     assert rejected(c, c.encode(bad_phase)[4:]) == "bad_fields"
-    for header, why in ((struct.pack(">I", 16385), "oversize"), (struct.pack(">I", 3), "truncated")):
+    for header, why in ((struct.pack(">I", DEFAULT_MAX_FRAME + 1), "oversize"), (struct.pack(">I", 3), "truncated")):
         try:
             c.body_length(header)
             raise AssertionError("no rejection")
@@ -146,7 +146,7 @@ async def _inject(cfg):
     mac = Hmac(key)
     own = Codec(cfg["run"], key)
     # the node drops the connection after these two
-    await _send_and_close(addr, struct.pack(">I", 16385) + b"x" * 64)             # oversize
+    await _send_and_close(addr, struct.pack(">I", DEFAULT_MAX_FRAME + 1) + b"x" * 64)             # oversize
     await _send_and_close(addr, struct.pack(">I", 100) + b"y" * 50)               # truncated body
     # these are dropped one by one on one connection, which stays usable
     bad = b"{not json"

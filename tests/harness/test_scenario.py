@@ -102,7 +102,8 @@ def test_defaults(tmp_path):
 def test_default_app_per_algorithm(algorithm, app):
     s = parse_scenario(f'algorithm = "{algorithm}"\n[nodes]\ncount = 3\n')
     assert s.app == app
-    assert parse_scenario(f'algorithm = "{algorithm}"\napp = "mine"\n[nodes]\ncount = 3\n').app == "mine"
+    with pytest.raises(ConfigError, match=r"app \(line 2\): unknown app 'mine': not a built-in"):
+        parse_scenario(f'algorithm = "{algorithm}"\napp = "mine"\n[nodes]\ncount = 3\n')
 
 
 def test_the_message_format_of_the_brief(tmp_path):
@@ -128,7 +129,7 @@ def test_the_message_format_of_the_brief(tmp_path):
     ('algorithm = "tdm"\nstrict = "no"\n[nodes]\ncount = 4\n', "strict", 2,
      'expected true or false, got "no"'),
     ('algorithm = "tdm"\n[nodes]\ncount = 4.0\n', "nodes.count", 3, "an integer between 2 and"),
-    (MINIMAL + "[expect]\noracle = 1\n", "expect.oracle", 5, "expected true or false, got 1"),
+    (MINIMAL + "[expect]\noracle = 1\n", "expect.oracle", 5, "expected true or false, or \"FILE.py:FUNCTION\" or \"FILE.json\" (a user's app), got 1"),
     (MINIMAL + "[args]\niterations = 0\n", "args.iterations", 5, "an integer >= 1, got 0"),
     # out of range and cross-key rules
     (MINIMAL + "[timing]\nquorum = 1.5\n", "timing.quorum", 5, "between 0 and 1, got 1.5"),
