@@ -111,7 +111,9 @@ async def run_node(cfg, transport=None, clock=None, tel=None, app=None, new_tran
                 runtime["new_transport"] = new_transport
             await node.net.close()
             node = await run_script(app, cfg, runtime)
-            value = node.value
+            value = getattr(app, "__flhil_value__", None)  # what the script's main returned
+            if value is None:
+                value = node.value  # else what its last exchange returned
         else:
             raise ValueError("app %s has neither `async def run(node, args)` nor an MPT-FLA main" % cfg["app"])
         await node.finish(value)

@@ -258,6 +258,10 @@ class TcpTransport(FramedTransport):
                 self.receive_body(body)
         except OSError:
             return
+        except asyncio.CancelledError:
+            # the app's event loop ended (asyncio.run returned): a quiet end of this connection,
+            # not a traceback on the app's console
+            return
         finally:
             if writer in self._readers:
                 self._readers.remove(writer)

@@ -190,10 +190,13 @@ def check_mass_conserved(record, tol=1e-9):
 
 
 def accuracy_of(record, node):
-    """Test accuracy of a node's model: the result's `accuracy`/`acc` if it is a dict, else the
-    last round_end's `acc`, else the model (result [w, b, ...] or result["w"]) evaluated on the
+    """Test accuracy of a node's model: a result that is a number in [0, 1] (a user's app that
+    returns its accuracy), the result's `accuracy`/`acc` if it is a dict, else the last
+    round_end's `acc`, else the model (result [w, b, ...] or result["w"]) evaluated on the
     shared test set logreg_test_data(seed, test_samples)."""
     result = record.result(node)
+    if _number(result) and 0 <= result <= 1:
+        return float(result)
     if isinstance(result, dict):
         for key in ("accuracy", "acc"):
             if _number(result.get(key)):
@@ -492,8 +495,14 @@ def check_protocol(record):
             if _number(got) and got > limit:
                 out.append(Finding("protocol", False, node, i, "<= %d messages" % limit, got,
                                    "more messages than distinct peers (duplicates counted?)"))
-        peers_of = {e.get("i"): e.get("peers") for e in record.slot_starts(node)}
-        for e in record.slots(node):
+        peers_of = {}  # the peers of each slot as its slot_start listed them, in event order (an
+        # app that builds several nodes in one run, as upstream's getMeas example does, counts slots anew)
+        for e in record.events(node):
+            if e.get("ev") == "slot_start":
+                peers_of[e.get("i")] = e.get("peers")
+                continue
+            if e.get("ev") != "slot_end":
+                continue
             i, got, miss = e.get("i"), e.get("got") or [], e.get("miss") or []
             if len(set(got)) != len(got):
                 out.append(Finding("protocol", False, node, i, "one message per peer", list(got)))

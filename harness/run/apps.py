@@ -7,7 +7,7 @@ app path, in one of two shapes:
 
 A user's app is staged once per content hash: the file and the sibling modules and packages it
 imports, the script shape given a generated `__flhil_main__` (the `__main__` block as a coroutine,
-with `asyncio.run(x)` awaited, `time.sleep` as an asyncio sleep, `input()` answered at once and
+with `asyncio.run(x)` awaited (what x returns, if not None, is the node's result), `time.sleep` as an asyncio sleep, `input()` answered at once and
 `sys.argv` from the scenario's `[args] argv`). Every line of the user's code keeps its number
 except inside the `__main__` block. Each staged file is compiled with mpy-cross, so code MicroPython
 cannot compile fails before any node runs, naming the user's file and line."""
@@ -34,6 +34,14 @@ FOOTER = """
 import sys as __flhil_sys
 from flhil.compat import asyncio as __flhil_asyncio
 __flhil_argv__ = __flhil_sys.argv
+__flhil_value__ = None
+
+
+def __flhil_keep__(value):
+    global __flhil_value__
+    if value is not None:
+        __flhil_value__ = value
+    return value
 
 
 def __flhil_input__(prompt=""):
@@ -57,6 +65,13 @@ def is_builtin(app):
 
 def app_paths():
     return [p for p in os.environ.get(APP_PATH_ENV, "").split(os.pathsep) if p]
+
+
+def add_app_paths(folders):
+    """Search these folders too (through the environment, so worker processes see them)."""
+    paths = app_paths() + [str(Path(f).resolve()) for f in folders if str(Path(f).resolve()) not in app_paths()]
+    if paths:
+        os.environ[APP_PATH_ENV] = os.pathsep.join(paths)
 
 
 def locate(app, base_dir=None):
@@ -189,7 +204,8 @@ def script_source(text, tree, path):
             span(n.func, "__flhil_input__")
     for n in _shallow_walk(guard.body):
         if isinstance(n, ast.Call) and _dotted(n.func, "asyncio", "run"):
-            span(n.func, "await ")
+            span(n.func, "__flhil_keep__(await ")  # what the coroutine returns is the node's result
+            edits.append((n.end_lineno - 1, n.end_col_offset, n.end_col_offset, ")"))
         elif isinstance(n, ast.Call) and _dotted(n.func, "time", "sleep"):
             span(n.func, "await __flhil_asyncio.sleep")
     # the guard line itself: `if __name__ == "__main__":` -> `async def __flhil_main__():`
