@@ -38,11 +38,11 @@ def _getenv(name):
 
 def my_address(master):
     """The address this node listens on and announces, as upstream chooses it."""
-    if master in ("localhost", "127.0.0.1"):
-        return master
     override = _getenv("FLHIL_MY_IP")
     if override:
         return override
+    if master == "localhost":
+        return master
     try:
         import network
         wlan = network.WLAN(network.STA_IF)

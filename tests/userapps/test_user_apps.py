@@ -250,3 +250,38 @@ def test_an_app_that_raises_fails_the_run_with_its_error_and_the_others_results(
     assert record.statuses()[2] == "error"
     assert "RuntimeError: client 2 has no data" in record.events(2, "error")[0]["msg"]
     assert record.statuses()[0] == "ok" and record.statuses()[1] == "ok"
+
+
+def test_standalone_nodes_listen_on_their_own_address_and_announce_it(tmp_path):
+    """Upstream's PC + board set-up: each node on its own host (here, its own loopback address)."""
+    shutil.copy(APPS / "central_script.py", tmp_path / "central_script.py")
+    cmd, env = _interpreter("cpython")
+    procs = []
+    with open(PORT_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for k in range(3):
+            node_env = dict(env, FLHIL_MY_IP="127.0.0.%d" % (k + 1), FLHIL_TELEMETRY=str(tmp_path / ("tel%d" % k)))
+            procs.append(subprocess.Popen(cmd + ["central_script.py", "3", str(k), "0", "127.0.0.1", "2"],
+                                          cwd=tmp_path, env=node_env, text=True, stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        outs = [p.communicate("\n", timeout=STANDALONE_TIMEOUT_S)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    import json
+    for k in range(3):
+        events = [json.loads(line.split(" ", 1)[1]) for line in (tmp_path / ("tel%d" % k)).read_text().splitlines()]
+        listen = [e["addr"] for e in events if e["ev"] == "listen"]
+        assert listen == [["127.0.0.%d" % (k + 1), 6000 + k]], listen
+        assert [e for e in events if e["ev"] == "ready"][0]["peers"] == 3
+
+
+def test_an_oversize_send_fails_at_the_sender_with_node_phase_size_and_knob(tmp_path):
+    from flhil.harness.run.spec import RunSpec
+    from flhil.harness.run.virtual import run_virtual
+    app = tmp_path / "big.py"
+    app.write_text('ARGS = {"iterations": 1}\n\n\nasync def run(node, args):\n'
+                   '    return await node.fl_centralized(lambda p, m: m[0], lambda d, p, m: [0.5] * 500, 1.0, None)\n')
+    record = run_virtual(RunSpec(app=str(app), algorithm="centralized", nodes=2, max_frame_kb=2,
+                                 timing={"round_ms": 200}))
+    message = record.events(1, "error")[0]["msg"]
+    assert message.startswith("FrameTooLarge: node 1: the cu message of step 0 is too large"), message
+    assert "limit 2048 bytes" in message and "max_frame_kb" in message
