@@ -90,7 +90,7 @@ def spec_for(case):
     s = case.scenario
     return RunSpec(app=s.app, nodes=s.nodes.count, algorithm=s.algorithm, server=s.nodes.server,
                    args=dict(s.args), timing=dict(s.timing), faults=dict(case.faults),
-                   seed=case.seed, strict=s.strict)
+                   seed=case.seed, strict=s.strict, heterofl=s.heterofl)
 
 
 def needs_clean_run(expect):

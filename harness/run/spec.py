@@ -11,6 +11,7 @@ import copy
 from pydantic import Field
 
 from flhil.harness.config.faults import SEED_MAX, FaultPlanConfig
+from flhil.harness.config.heterofl import HeteroFLConfig
 from flhil.harness.config.model import ConfigModel, Float, Int, Text, validate
 from flhil.harness.config.scenario import ArgsConfig, TimingConfig
 from flhil.harness.config.toml import At, Source, suggestion
@@ -37,6 +38,7 @@ class RunSpecModel(ConfigModel):
     strict: bool = False
     deadline_s: Float(0, lo_open=True, description="longest the run may take; default from the timing") \
         | None = None
+    heterofl: HeteroFLConfig | None = Field(None, description="HeteroFL: client levels and data split")
 
     def check(self, at, ctx):
         if self.server >= self.nodes:
@@ -52,12 +54,14 @@ class RunSpec:
     """One run: app, nodes, server, args, timing, fault plan (normalised), seed, strict."""
 
     FIELDS = ("app", "algorithm", "nodes", "server", "args", "timing", "faults", "seed", "strict",
-              "deadline_s")
+              "deadline_s", "heterofl")
 
     def __init__(self, **fields):
         at = At(Source(fields.pop("_source", None)), ())
         nodes = fields.get("nodes")
-        ctx = {"nodes": nodes if isinstance(nodes, int) and not isinstance(nodes, bool) else None}
+        server = fields.get("server", 0)
+        ctx = {"nodes": nodes if isinstance(nodes, int) and not isinstance(nodes, bool) else None,
+               "server": server if isinstance(server, int) and not isinstance(server, bool) else None}
         model = validate(RunSpecModel, fields, at, ctx)
         self.nodes = model.nodes
         self.server = model.server
@@ -71,6 +75,7 @@ class RunSpec:
         self.seed = model.seed
         self.strict = model.strict
         self.deadline = model.deadline_s
+        self.heterofl = model.heterofl.data() if model.heterofl is not None else None
         _check_app_args(self.app, self.args, at / "args")
 
     @classmethod
@@ -87,7 +92,8 @@ class RunSpec:
         return {"app": self.app, "algorithm": self.algorithm, "nodes": self.nodes, "server": self.server,
                 "args": copy.deepcopy(self.args), "timing": dict(self.timing),
                 "faults": copy.deepcopy(self.faults), "seed": self.seed, "strict": self.strict,
-                "deadline_s": self.deadline}
+                "deadline_s": self.deadline, **({"heterofl": copy.deepcopy(self.heterofl)}
+                                                if self.heterofl is not None else {})}
 
     def __eq__(self, other):
         return isinstance(other, RunSpec) and self.to_dict() == other.to_dict()

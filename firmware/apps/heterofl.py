@@ -1,0 +1,122 @@
+"""HeteroFL (Diao et al., ICLR 2021) over fl_centralized: one global MLP (flhil.mlp), each client
+trains the sub-model of its complexity level (the index prefix of the hidden layer, the output
+layer whole) and the server averages every parameter over the replies that hold it.
+
+The run config's `heterofl` table says what each node holds (the harness writes it:
+harness/run/configs.py). Server: `levels` {client id: level}, and with `dynamic` a level mix
+`mix` [[level, weight], ...] re-drawn for every client in every round, capped at the client's own
+level (a board never gets more than its heap holds). Client: its shard `x` (4-bit pixels, hex,
+two per byte) and `y` (label digits).
+
+Per round the server sends client c {"k": round, "l": level, "h": width, "w": base64 float32
+slice}; the client trains it for `epochs` passes of per-sample SGD at rate `lr`, the scaler
+1/rate on the hidden activations, and replies {"c", "l", "h", "n": samples, "loss", "w"}.
+Parameters no reply holds (no client of that level answered) keep their value. After each
+aggregation the server emits a `model` event (round, global model, each client's level, the
+clients aggregated, bytes of a slice per level): the host evaluates the model from it.
+Result: server {"w": final global model, "hidden", "rounds"}; client {"level", "h", "params",
+"n", "loss", "bytes"} of its last round."""
+from flhil import mlp
+from flhil.apps.common import Rng
+
+ARGS = {"iterations": 5, "epochs": 2, "lr": 0.01, "hidden": 128}  # the arguments, with defaults
+METRIC = "server: mean training loss of the replies; clients: training loss"  # what round_end.v is
+D_IN = 64
+D_OUT = 10
+
+
+def draw_level(seed, rnd, client, mix, cap):
+    """A dynamic round's level of a client: drawn from mix [[level, weight], ...] by
+    Rng(seed, LEVEL_STREAM, round, client), never wider than `cap`."""
+    total = 0
+    for _, weight in mix:
+        total += weight
+    pick = Rng(seed, mlp.LEVEL_STREAM, rnd, client).below(total)
+    level = mix[-1][0]
+    for lv, weight in mix:
+        if pick < weight:
+            level = lv
+            break
+        pick -= weight
+    if cap is not None and mlp.SHIFT[level] < mlp.SHIFT[cap]:
+        level = cap
+    return level
+
+
+def _server(node, cfg, hidden):
+    levels = cfg.get("levels") or {}
+    mix = cfg.get("mix")
+    dynamic = cfg.get("dynamic", False)
+    state = {"k": -1, "slices": {}, "lv": {}}
+
+    def downlink(c, k, w):
+        if k != state["k"]:
+            state["k"] = k
+            state["slices"] = {}
+            state["lv"] = {}
+        cap = levels.get(str(c), "a")
+        level = draw_level(node.seed, k, c, mix, cap) if dynamic else cap
+        state["lv"][str(c)] = level
+        text = state["slices"].get(level)
+        if text is None:
+            h = mlp.width(hidden, level)
+            text = state["slices"][level] = mlp.encode(mlp.slice_model(w, D_IN, hidden, D_OUT, h))
+        return {"k": k, "l": level, "h": mlp.width(hidden, level), "w": text}
+
+    def server_cb(priv, msgs):
+        agg = mlp.Overlap(D_IN, hidden, D_OUT)
+        got = []
+        loss = 0.0
+        for m in msgs:
+            agg.add(mlp.decode(m["w"]), m["h"])
+            got.append(m["c"])
+            loss += m["loss"]
+        model[0] = agg.result(model[0])
+        sizes = {}
+        for level in state["slices"]:
+            sizes[level] = len(state["slices"][level])
+        state["loss"] = loss / len(msgs) if msgs else None
+        node.tel.emit("model", i=state["k"], w=mlp.encode(model[0]), lv=state["lv"], got=got, bytes=sizes)
+        return model[0]
+
+    model = [mlp.init_model(node.seed, D_IN, hidden, D_OUT)]
+    node.downlink = downlink
+    node.metric = lambda w: state.get("loss")
+    return server_cb, model[0]
+
+
+async def run(node, args):
+    iterations = args.get("iterations", ARGS["iterations"])
+    epochs = args.get("epochs", ARGS["epochs"])
+    lr = args.get("lr", ARGS["lr"])
+    hidden = args.get("hidden", ARGS["hidden"])
+    cfg = node.cfg.get("heterofl") or {}
+    if node.id == node.server:
+        server_cb, w0 = _server(node, cfg, hidden)
+        w = await node.fl_centralized(server_cb, None, w0, None, iterations)
+        if w is None:
+            return None
+        return {"w": mlp.encode(w), "hidden": hidden, "rounds": iterations}
+
+    import binascii
+    packed = binascii.unhexlify(cfg.get("x", ""))
+    labels = cfg.get("y", "").encode()
+    cfg["x"] = cfg["y"] = None  # the run config's copy is no longer needed: free its heap
+
+    def client_cb(last, priv, msg):
+        level, h = msg["l"], msg["h"]
+        w = mlp.decode(msg["w"])
+        loss = mlp.train(w, D_IN, h, D_OUT, 1.0 / mlp.rate(level), packed, labels, lr, epochs,
+                         node.seed, node.id, msg["k"])
+        text = mlp.encode(w)
+        w = None
+        return {"c": node.id, "l": level, "h": h, "n": len(labels), "loss": loss, "w": text}
+
+    node.metric = lambda r: r.get("loss")
+    last = await node.fl_centralized(None, client_cb, {"loss": None}, None, iterations)
+    if last is None:
+        return None
+    if last.get("w") is None:
+        return {"level": cfg.get("level"), "n": len(labels), "loss": None}
+    return {"level": last["l"], "h": last["h"], "params": mlp.param_count(D_IN, last["h"], D_OUT),
+            "n": last["n"], "loss": last["loss"], "bytes": len(last["w"])}
