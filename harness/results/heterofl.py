@@ -127,3 +127,142 @@ def reference_round(shape, w, levels, shards, lr, epochs, seed, rnd):
 
 def initial_model(shape, seed):
     return np.asarray(mlp.init_model(seed, shape.d, shape.hidden, shape.o), dtype=np.float32)
+
+
+# ------------------------------------------------------------------ a run's models, from its record
+
+class RunView:
+    """What the host knows of a HeteroFL run from its record: the model's shape, the run's
+    [heterofl] settings, the clients' shards and the test set, and the server's `model` events
+    (one per aggregated round: round, global model, levels, clients aggregated, slice bytes)."""
+
+    def __init__(self, record):
+        from flhil.harness.run import heterofl as setup
+        spec = record.spec
+        self.record = record
+        self.shape = Shape(setup.hidden_of(record.args))
+        self.table = setup.settings(spec.get("heterofl"))
+        self.seed = record.seed if record.seed is not None else 1
+        self.server = record.server
+        packed, (self.test_x, self.test_y) = setup.shards(record.n_nodes, self.server, self.seed, self.table)
+        self.packed = packed
+        self.events = sorted(record.events(self.server, "model"), key=lambda e: e.get("i", -1))
+
+    def shard(self, client):
+        return digits.unpack(self.packed[client])
+
+    def initial(self):
+        return initial_model(self.shape, self.seed)
+
+    def models(self):
+        """[(round, flat global model)] after every aggregated round, round -1 the initial one."""
+        return [(-1, self.initial())] + [(e["i"], decode(e["w"])) for e in self.events]
+
+    def final(self):
+        result = self.record.result(self.server)
+        if isinstance(result, dict) and isinstance(result.get("w"), str):
+            return decode(result["w"])
+        return self.models()[-1][1]
+
+    def levels_seen(self):
+        """Levels any client trained in the run (from the model events), widest first."""
+        seen = set()
+        for e in self.events:
+            seen.update((e.get("lv") or {}).values())
+        return [lv for lv in mlp.LEVELS if lv in seen]
+
+    def top_level(self):
+        """The widest level trained: the model the federation trains (all-e trains an e-wide one)."""
+        seen = self.levels_seen()
+        return seen[0] if seen else "a"
+
+    def accuracy(self, w, level):
+        return accuracy(self.shape, w, self.test_x, self.test_y, level)
+
+    def curves(self):
+        """{level: [(round, accuracy)]} of every level seen, after every aggregated round."""
+        return {lv: [(i, self.accuracy(w, lv)) for i, w in self.models()] for lv in self.levels_seen()}
+
+
+def view(record):
+    cached = getattr(record, "_heterofl_view", None)
+    if cached is None:
+        cached = RunView(record)
+        record._heterofl_view = cached
+    return cached
+
+
+def global_accuracy(record):
+    """Test accuracy of the final global model at the widest level trained (None without one)."""
+    v = view(record)
+    if not v.events and not isinstance(record.result(v.server), dict):
+        return None
+    return v.accuracy(v.final(), v.top_level())
+
+
+def round_errors(record):
+    """[(round, largest |runtime - reference|, clients)] of every aggregated round: the reference
+    round from the model before it, with the levels and clients the server aggregated."""
+    v = view(record)
+    args = dict(record.args)
+    from flhil.apps.heterofl import ARGS
+    lr, epochs = float(args.get("lr", ARGS["lr"])), int(args.get("epochs", ARGS["epochs"]))
+    out = []
+    prev = v.initial()
+    for e in v.events:
+        got = list(e.get("got") or [])
+        levels = {c: e["lv"][str(c)] for c in got}
+        ref = reference_round(v.shape, prev, levels, {c: v.shard(c) for c in got}, lr, epochs, v.seed, e["i"])
+        now = decode(e["w"])
+        out.append((e["i"], float(np.max(np.abs(ref.astype(np.float64) - now))), got))
+        prev = now
+    return out
+
+
+# ------------------------------------------------------------------ [expect] keys
+
+from flhil.harness.config.model import ConfigModel, Float  # noqa: E402 - the [expect] half of the module
+from flhil.harness.results.expectations import expectation  # noqa: E402
+from flhil.harness.results.verdict import Finding  # noqa: E402
+
+
+def check_rounds(record):
+    """The exact oracle of HeteroFL: every aggregated round equals the numpy reference round from
+    the model before it, within ATOL."""
+    v = view(record)
+    if not v.events:
+        return [Finding("oracle", False, v.server, message="no model events at the server")]
+    out = []
+    for i, err, got in round_errors(record):
+        out.append(Finding("oracle", err <= ATOL, v.server, i, "|w - reference| <= %g" % ATOL, "%.3g" % err,
+                           "clients %s" % got))
+    return out
+
+
+def _level_field(level):
+    return Float(0, 1, expected="an accuracy between 0 and 1",
+                 description="lowest test accuracy of the level-%s sub-model (rate %g)" % (level, mlp.rate(level)))
+
+
+LevelAccuracy = type("LevelAccuracy", (ConfigModel,), {
+    "__annotations__": {lv: _level_field(lv) | None for lv in mlp.LEVELS},
+    **{lv: None for lv in mlp.LEVELS}})
+
+
+@expectation("level_accuracy", LevelAccuracy, "HeteroFL: each named level's sub-model of the final global "
+             "model has at least this test accuracy")
+def check_level_accuracy(record, **mins):
+    """Each named level's sub-model (index prefix, scaler 1/rate) of the final global model has at
+    least the given test accuracy on the held-out digits; the curve per round is in the message."""
+    v = view(record)
+    final = v.final()
+    curves = v.curves()
+    out = []
+    for level, low in sorted(mins.items()):
+        if low is None:
+            continue
+        acc = v.accuracy(final, level)
+        curve = " ".join("%.3f" % a for _, a in curves.get(level, [])) or "level not trained"
+        out.append(Finding("level_accuracy", acc >= low, v.server, None, "level %s >= %g" % (level, low),
+                           round(acc, 4), "per round: %s" % curve))
+    return out or [Finding("level_accuracy", False, message="no level named")]
