@@ -10,12 +10,13 @@ two per byte) and `y` (label digits).
 
 Per round the server sends client c {"k": round, "l": level, "h": width, "w": base64 float32
 slice}; the client trains it for `epochs` passes of per-sample SGD at rate `lr`, the scaler
-1/rate on the hidden activations, and replies {"c", "l", "h", "n": samples, "loss", "w"}.
+1/rate on the hidden activations, and replies {"c", "l", "h", "n": samples, "loss", "ms", "w"}.
 Parameters no reply holds (no client of that level answered) keep their value. After each
 aggregation the server emits a `model` event (round, global model, each client's level, the
 clients aggregated, bytes of a slice per level): the host evaluates the model from it.
 Result: server {"w": final global model, "hidden", "rounds"}; client {"level", "h", "params",
-"n", "loss", "bytes"} of its last round."""
+"n", "loss", "train_ms" (local training, node clock), "bytes" (its reply's model text)} of its
+last round."""
 from flhil import mlp
 from flhil.apps.common import Rng
 
@@ -106,11 +107,14 @@ async def run(node, args):
     def client_cb(last, priv, msg):
         level, h = msg["l"], msg["h"]
         w = mlp.decode(msg["w"])
+        msg["w"] = None  # the received text: freed before training (a board's heap)
+        t0 = node.clock.now_us()
         loss = mlp.train(w, D_IN, h, D_OUT, 1.0 / mlp.rate(level), packed, labels, lr, epochs,
                          node.seed, node.id, msg["k"])
+        ms = (node.clock.now_us() - t0) // 1000
         text = mlp.encode(w)
         w = None
-        return {"c": node.id, "l": level, "h": h, "n": len(labels), "loss": loss, "w": text}
+        return {"c": node.id, "l": level, "h": h, "n": len(labels), "loss": loss, "ms": ms, "w": text}
 
     node.metric = lambda r: r.get("loss")
     last = await node.fl_centralized(None, client_cb, {"loss": None}, None, iterations)
@@ -119,4 +123,4 @@ async def run(node, args):
     if last.get("w") is None:
         return {"level": cfg.get("level"), "n": len(labels), "loss": None}
     return {"level": last["l"], "h": last["h"], "params": mlp.param_count(D_IN, last["h"], D_OUT),
-            "n": last["n"], "loss": last["loss"], "bytes": len(last["w"])}
+            "n": last["n"], "loss": last["loss"], "train_ms": last["ms"], "bytes": len(last["w"])}
