@@ -1,0 +1,95 @@
+"""The HeteroFL MLP (flhil.mlp) and the heterofl app's level draw, the same on CPython and on
+MicroPython (tests/firmware/mprun.py runs this module under the unix port with a 192 KB heap)."""
+import binascii
+
+from flhil import mlp
+from flhil.apps import heterofl
+
+# 6 samples of 8 inputs (4-bit pixels, two per byte) and their labels, 3 classes
+PACKED = binascii.unhexlify("0f3c00a1" "5500ff10" "1200c3f0" "0000ab0c" "f0f00f0f" "9a00003b")
+LABELS = b"012120"
+D, H, O = 8, 8, 3
+
+
+def _model(seed=3):
+    return mlp.init_model(seed, D, H, O)
+
+
+def test_levels_widths_and_rates():
+    assert [mlp.width(128, lv) for lv in mlp.LEVELS] == [128, 64, 32, 16, 8]
+    assert [mlp.width(10, lv) for lv in mlp.LEVELS] == [10, 5, 3, 2, 1]  # ceil(rate x width)
+    assert mlp.rate("e") == 0.0625
+    assert mlp.param_count(64, 128, 10) == 9610
+
+
+def test_slice_is_the_index_prefix_of_the_hidden_layer():
+    w = _model()
+    sub = mlp.slice_model(w, D, H, O, 2)
+    assert len(sub) == mlp.param_count(D, 2, O)
+    assert list(sub[:2 * D]) == list(w[:2 * D])              # W1: units 0, 1
+    assert list(sub[2 * D:2 * D + 2]) == list(w[H * D:H * D + 2])  # b1
+    for k in range(O):                                        # W2: columns 0, 1 of every row
+        row = H * D + H + k * H
+        assert list(sub[2 * D + 2 + 2 * k:2 * D + 2 + 2 * k + 2]) == list(w[row:row + 2])
+    assert list(sub[-O:]) == list(w[-O:])                      # b2 whole
+
+
+def test_overlap_averages_holders_and_keeps_the_rest():
+    w = _model()
+    agg = mlp.Overlap(D, H, O)
+    wide = mlp.slice_model(w, D, H, O, 4)
+    narrow = mlp.slice_model(w, D, H, O, 2)
+    for k in range(len(wide)):
+        wide[k] = 1.0
+    for k in range(len(narrow)):
+        narrow[k] = 3.0
+    agg.add(wide, 4)
+    agg.add(narrow, 2)
+    out = agg.result(w)
+    assert out[0] == 2.0 and out[2 * D - 1] == 2.0      # units 0, 1: both replies
+    assert out[2 * D] == 1.0 and out[4 * D - 1] == 1.0  # units 2, 3: the wide one only
+    assert list(out[4 * D:H * D]) == list(w[4 * D:H * D])  # units 4..7: nobody, unchanged
+    assert out[-1] == 2.0                                # output bias: every reply
+
+
+def test_no_reply_keeps_the_model():
+    w = _model()
+    assert list(mlp.Overlap(D, H, O).result(w)) == list(w)
+
+
+def test_encode_round_trip():
+    w = _model()
+    text = mlp.encode(w)
+    assert "\n" not in text and len(text) == 4 * ((4 * len(w) + 2) // 3)
+    assert list(mlp.decode(text)) == list(w)
+
+
+def test_training_lowers_the_loss_and_gives_the_same_numbers_everywhere():
+    w = mlp.slice_model(_model(), D, H, O, 4)
+    first = mlp.train(w, D, 4, O, 2.0, PACKED, LABELS, 0.05, 1, 1, 1, 0)
+    later = first
+    for r in range(1, 20):
+        later = mlp.train(w, D, 4, O, 2.0, PACKED, LABELS, 0.05, 1, 1, 1, r)
+    assert later < first, (first, later)
+    # a checksum of the trained weights: CPython and MicroPython's unix port (both double
+    # arithmetic over float32 storage) must agree
+    total = 0.0
+    for k in range(len(w)):
+        total += w[k] * (k % 7 + 1)
+    assert abs(total - CHECKSUM) < 1e-5, total
+
+
+CHECKSUM = -2.1031875610351562  # from a CPython run; MicroPython must give the same
+
+
+def test_sample_order_is_a_seeded_permutation():
+    a = mlp.sample_order(1, 2, 3, 0, 50)
+    assert sorted(a) == list(range(50))
+    assert a == mlp.sample_order(1, 2, 3, 0, 50) and a != mlp.sample_order(1, 2, 3, 1, 50)
+
+
+def test_dynamic_draw_follows_the_mix_and_the_cap():
+    mix = [["a", 1], ["e", 3]]
+    drawn = [heterofl.draw_level(7, r, 1, mix, "a") for r in range(400)]
+    assert set(drawn) == {"a", "e"} and 60 < drawn.count("a") < 140
+    assert set(heterofl.draw_level(7, r, 1, mix, "d") for r in range(50)) <= {"d", "e"}
