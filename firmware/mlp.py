@@ -14,8 +14,8 @@ ceil(rate x H). During local training hidden activations are multiplied by 1/rat
 "scaler"), so a narrow sub-model's outputs have the size of the full model's; there is no
 normalisation layer, so no running statistics.
 
-Input pixels are 4-bit ints packed two per byte (the hex string of the run config, unhexlified);
-an input is pixel / 16. Labels are bytes b"0".."9".
+Input pixels are 4-bit ints packed two per byte (the run config's base64 text, decoded); an
+input is pixel / 16. Labels are bytes b"0".."9".
 """
 import math
 from array import array

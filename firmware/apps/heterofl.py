@@ -5,8 +5,8 @@ layer whole) and the server averages every parameter over the replies that hold 
 The run config's `heterofl` table says what each node holds (the harness writes it:
 harness/run/configs.py). Server: `levels` {client id: level}, and with `dynamic` a level mix
 `mix` [[level, weight], ...] re-drawn for every client in every round, capped at the client's own
-level (a board never gets more than its heap holds). Client: its shard `x` (4-bit pixels, hex,
-two per byte) and `y` (label digits).
+level (a board never gets more than its heap holds). Client: its shard `x` (4-bit pixels, two
+per byte, base64) and `y` (label digits).
 
 Per round the server sends client c {"k": round, "l": level, "h": width, "w": base64 float32
 slice}; the client trains it for `epochs` passes of per-sample SGD at rate `lr`, the scaler
@@ -100,7 +100,7 @@ async def run(node, args):
         return {"w": mlp.encode(w), "hidden": hidden, "rounds": iterations}
 
     import binascii
-    packed = binascii.unhexlify(cfg.get("x", ""))
+    packed = binascii.a2b_base64(cfg.get("x", ""))
     labels = cfg.get("y", "").encode()
     cfg["x"] = cfg["y"] = None  # the run config's copy is no longer needed: free its heap
 

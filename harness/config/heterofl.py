@@ -39,12 +39,12 @@ def parse_mix(text):
     return [(lv, weights[lv]) for lv in LEVELS if weights.get(lv)]
 
 
-LevelMap = Annotated[dict[str, Annotated[OneOf(LEVELS), Expect(LEVEL_PHRASE)]],
-                     Expect("a table of client id = level")]
+Levels = Annotated[Union[Annotated[str, Field(strict=True)], dict[str, Annotated[str, Field(strict=True)]]],
+                   Expect('a level mix like "a1-b1-e2" or a table {client id = level}')]
 
 
 class HeteroFLConfig(ConfigModel):
-    levels: Union[Annotated[str, Field(strict=True)], LevelMap] | None = Field(
+    levels: Levels | None = Field(
         None, description='a level mix like "a1-b1-e2", or {client id = level}; default: per node kind')
     dynamic: Annotated[bool, Field(description="re-draw each client's level from the mix every round")] = False
     split: OneOf(("iid", "noniid"), description="how the digits are dealt: IID or label-skewed") = "iid"
@@ -69,6 +69,8 @@ class HeteroFLConfig(ConfigModel):
                 node = int(key)
                 if n is not None and node >= n:
                     (here / key).fail("expected a node id from 0 to %d, got %d" % (n - 1, node))
+                if self.levels[key] not in LEVELS:
+                    (here / key).fail("expected %s, got %r" % (LEVEL_PHRASE, self.levels[key]))
                 if server is not None and node == server:
                     (here / key).fail("node %d is the server: it trains nothing, give levels to clients" % node)
         elif self.dynamic:

@@ -3,8 +3,10 @@ host only (the package ships the data; nothing is downloaded or cached in the re
 per seed into a held-out test set and IID or label-skewed client shards.
 
 Pixels (0..16) are quantised to 4 bits, q = (16 p + 8) // 17 in 0..15 (an input is q / 16 on the
-node), and packed two per byte, written as hex: 32 characters per sample. Labels are a string of
-digits, one per sample. That is what a node's run config carries (flhil.mlp reads it)."""
+node), and packed two per byte: 32 bytes per sample, base64 in the run config (44 characters per
+sample with the padding of a shard). Labels are a string of digits, one per sample. That is what
+a node's run config carries (flhil.mlp reads it)."""
+import base64
 from functools import lru_cache
 
 import numpy as np
@@ -86,16 +88,18 @@ def test_set(seed, clients, iid=True, classes=2, samples=None):
 
 
 def pack(indices):
-    """{"x": hex pixels, "y": label digits} of some samples: what a node's run config carries."""
+    """{"x": base64 packed pixels, "y": label digits} of some samples: what a node's run config
+    carries."""
     x, y = _load()
     rows = x[np.asarray(indices, dtype=np.int64)]
     packed = (rows[:, 0::2] << 4) | rows[:, 1::2]
-    return {"x": packed.astype(np.uint8).tobytes().hex(), "y": "".join(str(int(v)) for v in y[indices])}
+    return {"x": base64.b64encode(packed.astype(np.uint8).tobytes()).decode(),
+            "y": "".join(str(int(v)) for v in y[indices])}
 
 
 def unpack(shard):
     """(inputs (n, 64) float, labels) of a packed shard: the node's view, for the host reference."""
-    raw = np.frombuffer(bytes.fromhex(shard["x"]), dtype=np.uint8).reshape(-1, FEATURES // 2)
+    raw = np.frombuffer(base64.b64decode(shard["x"]), dtype=np.uint8).reshape(-1, FEATURES // 2)
     q = np.empty((raw.shape[0], FEATURES), dtype=np.uint8)
     q[:, 0::2] = raw >> 4
     q[:, 1::2] = raw & 15
