@@ -92,6 +92,15 @@ def board_run(heap_kb, level, rounds, workdir):
         lab.close()
 
 
+def trained(record, rounds):
+    """The board (node 0) trained and was aggregated in every round (a node that runs out of heap
+    while receiving may end `ok` with nothing trained)."""
+    got = [0 in (e.get("got") or []) for e in record.events(1, "model")]
+    result = record.result(0)
+    return record.status(0) == "ok" and len(got) == rounds and all(got) and \
+        isinstance(result, dict) and result.get("train_ms") is not None
+
+
 def heap_runs(levels, rounds, bisect):
     saved = dict(setup.PEAK_HEAP_KB)
     setup.PEAK_HEAP_KB.update({lv: 1 for lv in mlp.LEVELS})  # ask for any level: this measures it
@@ -100,7 +109,7 @@ def heap_runs(levels, rounds, bisect):
         with tempfile.TemporaryDirectory(prefix="flhil-bench-heterofl-") as workdir:
             for level in levels:
                 record = board_run(192, level, rounds, workdir)
-                ok = record.status(0) == "ok"
+                ok = trained(record, rounds)
                 stats = record.heap_peak(0)
                 result = record.result(0) if ok else None
                 entry = {"ok_192k": ok, "error": record.error(0),
@@ -110,7 +119,7 @@ def heap_runs(levels, rounds, bisect):
                     lo, hi = 64, 192 if ok else 512
                     while hi - lo > 8:  # smallest heap that completes: in (lo, hi]
                         mid = (lo + hi) // 2
-                        if board_run(mid, level, rounds, workdir).status(0) == "ok":
+                        if trained(board_run(mid, level, rounds, workdir), rounds):
                             hi = mid
                         else:
                             lo = mid
