@@ -116,11 +116,21 @@ async def run(node, args):
         w = None
         return {"c": node.id, "l": level, "h": h, "n": len(labels), "loss": loss, "ms": ms, "w": text}
 
-    node.metric = lambda r: r.get("loss")
+    def metric(reply):
+        # runs when the round ends, after the reply went out (node.py sends, then reports): the
+        # model text is dropped from the reply the node keeps, so a board does not hold it
+        # through the next round's receive
+        text = reply.get("w")
+        if text is not None:
+            reply["w"] = None
+            reply["bytes"] = len(text)
+        return reply.get("loss")
+
+    node.metric = metric
     last = await node.fl_centralized(None, client_cb, {"loss": None}, None, iterations)
     if last is None:
         return None
-    if last.get("w") is None:
+    if last.get("l") is None:
         return {"level": cfg.get("level"), "n": len(labels), "loss": None}
     return {"level": last["l"], "h": last["h"], "params": mlp.param_count(D_IN, last["h"], D_OUT),
-            "n": last["n"], "loss": last["loss"], "train_ms": last["ms"], "bytes": len(last["w"])}
+            "n": last["n"], "loss": last["loss"], "train_ms": last["ms"], "bytes": last.get("bytes")}

@@ -58,10 +58,10 @@ def test_no_reply_keeps_the_model():
 
 
 def test_encode_round_trip():
-    w = _model()
-    text = mlp.encode(w)
-    assert "\n" not in text and len(text) == 4 * ((4 * len(w) + 2) // 3)
-    assert list(mlp.decode(text)) == list(w)
+    for w in (_model(), mlp.init_model(1, 64, 16, 10), mlp.zeros(1), mlp.zeros(2)):
+        text = mlp.encode(w)  # the 64-16-10 model's text is several decode slices long
+        assert "\n" not in text and len(text) == 4 * ((4 * len(w) + 2) // 3)
+        assert list(mlp.decode(text)) == list(w)
 
 
 def test_training_lowers_the_loss_and_gives_the_same_numbers_everywhere():
