@@ -135,6 +135,50 @@ def heap_runs(levels, rounds, bisect):
     return out
 
 
+TRAIN_SCRIPT = """
+import time, binascii, gc, json
+from flhil import mlp
+packed = binascii.a2b_base64(%r)
+labels = %r
+g = mlp.init_model(1, 64, 128, 10)
+out = {}
+for level in %r:
+    h = mlp.width(128, level)
+    w = mlp.slice_model(g, 64, 128, 10, h)
+    gc.collect()
+    t = time.ticks_ms()
+    for r in range(%d):
+        mlp.train(w, 64, h, 10, 1.0 / mlp.rate(level), packed, labels, 0.01, 2, 1, 0, r)
+    out[level] = time.ticks_diff(time.ticks_ms(), t) / %d
+print(json.dumps(out))
+"""
+
+
+def train_times(levels, repeats=3):
+    """ms per local round (2 epochs of 100 samples) per level under MicroPython, 192 KB heap,
+    the training alone (no network), median-free: the mean of `repeats` rounds."""
+    import json
+    import subprocess
+    from flhil.harness import micropython_path
+    from flhil.harness.data import digits
+    _, shards = digits.split(1, 5, samples=100)
+    shard = digits.pack(shards[0])
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(TRAIN_SCRIPT % (shard["x"], shard["y"].encode(), levels, repeats, repeats))
+    try:
+        env = dict(os.environ, MICROPYPATH=micropython_path() + ":.frozen")
+        done = subprocess.run(["micropython", "-X", "heapsize=192k", f.name], capture_output=True, text=True,
+                              env=env, timeout=600)
+    finally:
+        os.unlink(f.name)
+    if done.returncode:
+        raise RuntimeError(done.stderr or done.stdout)
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    print("\nLocal training per round under MicroPython (unix port, 192 KB heap; 2 epochs x 100 samples)")
+    table(["level", "width", "ms per round"], [[lv, mlp.width(128, lv), out[lv]] for lv in levels])
+    return out
+
+
 def main():
     sigterm_as_interrupt()
 
@@ -147,6 +191,7 @@ def main():
     figures = {"rounds": rounds, "seeds": seeds}
     figures["bytes"] = bytes_per_level()
     figures["accuracy"] = accuracy_runs(rounds, seeds, ["iid"] if args.quick else ["iid", "noniid"])
+    figures["train_ms_micropython"] = train_times("abcde")
     if not args.no_heap:
         figures["micropython"] = heap_runs("edcba" if not args.quick else "ed", 2, bisect=not args.quick)
     write_json("bench_heterofl", figures, args.out)

@@ -93,3 +93,25 @@ def test_dynamic_draw_follows_the_mix_and_the_cap():
     drawn = [heterofl.draw_level(7, r, 1, mix, "a") for r in range(400)]
     assert set(drawn) == {"a", "e"} and 60 < drawn.count("a") < 140
     assert set(heterofl.draw_level(7, r, 1, mix, "d") for r in range(50)) <= {"d", "e"}
+
+
+async def test_the_server_sends_each_client_its_slice_and_aggregates_by_overlap():
+    import fwkit
+    # three nodes in one process, each model event and reply kept by the test: more than a 192 KB
+    # heap holds beside the test modules (on a board each node has its own heap)
+    fwkit.need_heap(3, per_node=45000)
+    shard = binascii.b2a_base64(bytes(range(0, 256, 4)), newline=False).decode()  # 2 samples, 64 pixels
+    cfgs = fwkit.configs("heterofl_slices", 3, "heterofl", {"iterations": 2, "hidden": 8, "epochs": 1},
+                         timing={"round_ms": 2000, "recv_ms": 4000})
+    cfgs[0]["heterofl"] = {"levels": {"1": "a", "2": "e"}, "dynamic": False}
+    for i in (1, 2):
+        cfgs[i]["heterofl"] = {"x": shard, "y": "37", "level": "ae"[i - 1]}
+    r = await fwkit.run(cfgs, timeout_s=20)
+    assert [r.status(i) for i in range(3)] == ["ok"] * 3, r.errors()
+    wide, narrow = r.result(1), r.result(2)
+    assert (wide["h"], narrow["h"]) == (8, 1) and narrow["params"] == mlp.param_count(64, 1, 10)
+    assert narrow["bytes"] < wide["bytes"] and wide["n"] == 2
+    models = r.ev(0, "model")
+    assert [m["i"] for m in models] == [0, 1] and models[-1]["got"] == [1, 2]
+    assert models[-1]["lv"] == {"1": "a", "2": "e"}
+    assert len(mlp.decode(r.result(0)["w"])) == mlp.param_count(64, 8, 10)
