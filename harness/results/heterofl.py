@@ -266,3 +266,36 @@ def check_level_accuracy(record, **mins):
         out.append(Finding("level_accuracy", acc >= low, v.server, None, "level %s >= %g" % (level, low),
                            round(acc, 4), "per round: %s" % curve))
     return out or [Finding("level_accuracy", False, message="no level named")]
+
+
+def _heap_field(level):
+    return Float(0, lo_open=True, description="most heap (KB) a board training level %s may use" % level)
+
+
+LevelHeap = type("LevelHeap", (ConfigModel,), {
+    "__annotations__": {lv: _heap_field(lv) | None for lv in mlp.LEVELS},
+    **{lv: None for lv in mlp.LEVELS}})
+
+
+@expectation("level_heap", LevelHeap, "HeteroFL: peak heap (KB) of the boards training each named level")
+def check_level_heap(record, **limits):
+    """Peak heap used (heap total - lowest free) of every node that reports heap figures, by the
+    widest level it trained (from the server's model events), against that level's limit."""
+    v = view(record)
+    trained = {}
+    for e in v.events:
+        for c, level in (e.get("lv") or {}).items():
+            best = trained.get(int(c))
+            if best is None or mlp.SHIFT[level] < mlp.SHIFT[best]:
+                trained[int(c)] = level
+    out = []
+    for node, level in sorted(trained.items()):
+        limit = limits.get(level)
+        stats = record.heap_peak(node)
+        if limit is None or stats is None or stats.peak_used is None:
+            continue
+        used = stats.peak_used / 1024.0
+        out.append(Finding("level_heap", used <= limit, node, None, "level %s: <= %g KB" % (level, limit),
+                           "%.1f KB" % used, "lowest free %.1f KB of %.1f KB" % (stats.min_free / 1024.0,
+                                                                              stats.total / 1024.0)))
+    return out or [Finding("level_heap", True, message="no board trained a named level")]
