@@ -96,9 +96,14 @@ def trained(record, rounds):
     """The board (node 0) trained and was aggregated in every round (a node that runs out of heap
     while receiving may end `ok` with nothing trained)."""
     got = [0 in (e.get("got") or []) for e in record.events(1, "model")]
-    result = record.result(0)
-    return record.status(0) == "ok" and len(got) == rounds and all(got) and \
-        isinstance(result, dict) and result.get("train_ms") is not None
+    return record.status(0) == "ok" and len(got) == rounds and all(got)
+
+
+def train_ms(record):
+    """Mean local training time of the board per round (the server's model events)."""
+    times = [(e.get("ms") or {}).get("0") for e in record.events(1, "model")]
+    times = [t for t in times if t is not None]
+    return sum(times) / len(times) if times else None
 
 
 def heap_runs(levels, rounds, bisect):
@@ -111,10 +116,9 @@ def heap_runs(levels, rounds, bisect):
                 record = board_run(192, level, rounds, workdir)
                 ok = trained(record, rounds)
                 stats = record.heap_peak(0)
-                result = record.result(0) if ok else None
                 entry = {"ok_192k": ok, "error": record.error(0),
                          "peak_used_kb": stats.peak_used / 1024.0 if stats and stats.peak_used else None,
-                         "train_ms": result.get("train_ms") if isinstance(result, dict) else None}
+                         "train_ms": train_ms(record) if ok else None}
                 if bisect:
                     lo, hi = 64, 192 if ok else 512
                     while hi - lo > 8:  # smallest heap that completes: in (lo, hi]

@@ -13,10 +13,11 @@ slice}; the client trains it for `epochs` passes of per-sample SGD at rate `lr`,
 1/rate on the hidden activations, and replies {"c", "l", "h", "n": samples, "loss", "ms", "w"}.
 Parameters no reply holds (no client of that level answered) keep their value. After each
 aggregation the server emits a `model` event (round, global model, each client's level, the
-clients aggregated, bytes of a slice per level): the host evaluates the model from it.
+clients aggregated, bytes of a slice per level, each reply's local training time `ms` on its
+client's clock): the host evaluates the model from it.
 Result: server {"w": final global model, "hidden", "rounds"}; client {"level", "h", "params",
-"n", "loss", "train_ms" (local training, node clock), "bytes" (its reply's model text)} of its
-last round."""
+"n", "loss", "bytes" (its reply's model text)} of its last round: the same in a replay (the
+training time, which is not, is in the `model` events)."""
 from flhil import mlp
 from flhil.apps.common import Rng
 
@@ -67,17 +68,20 @@ def _server(node, cfg, hidden):
     def server_cb(priv, msgs):
         agg = mlp.Overlap(D_IN, hidden, D_OUT)
         got = []
+        ms = {}
         loss = 0.0
         for m in msgs:
             agg.add(mlp.decode(m["w"]), m["h"])
             got.append(m["c"])
+            ms[str(m["c"])] = m.get("ms")
             loss += m["loss"]
         model[0] = agg.result(model[0])
         sizes = {}
         for level in state["slices"]:
             sizes[level] = len(state["slices"][level])
         state["loss"] = loss / len(msgs) if msgs else None
-        node.tel.emit("model", i=state["k"], w=mlp.encode(model[0]), lv=state["lv"], got=got, bytes=sizes)
+        node.tel.emit("model", i=state["k"], w=mlp.encode(model[0]), lv=state["lv"], got=got, bytes=sizes,
+                      ms=ms)
         return model[0]
 
     model = [mlp.init_model(node.seed, D_IN, hidden, D_OUT)]
@@ -133,4 +137,4 @@ async def run(node, args):
     if last.get("l") is None:
         return {"level": cfg.get("level"), "n": len(labels), "loss": None}
     return {"level": last["l"], "h": last["h"], "params": mlp.param_count(D_IN, last["h"], D_OUT),
-            "n": last["n"], "loss": last["loss"], "train_ms": last["ms"], "bytes": last.get("bytes")}
+            "n": last["n"], "loss": last["loss"], "bytes": last.get("bytes")}

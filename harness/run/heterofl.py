@@ -71,24 +71,31 @@ def client_levels(slots, server, table, hidden):
                                   peak_heap_kb("e", hidden)))
         caps[s.node] = cap
     levels = table.get("levels")
-    if levels is None or table.get("dynamic"):
+    if table.get("dynamic"):
+        return _override(caps, table.get("caps") or {}, slots, hidden, "caps")
+    if levels is None:
         return caps
     if isinstance(levels, dict):
-        out = dict(caps)
-        kinds = {s.node: s for s in slots}
-        for key, level in levels.items():
-            node = int(key)
-            if node not in caps:
-                raise HarnessError("[heterofl] levels: node %d is not a client of this run" % node)
-            if mlp.SHIFT[level] < mlp.SHIFT[caps[node]]:
-                s = kinds[node]
-                raise HarnessError("[heterofl] levels: node %d is a %s board with %s KB of heap; level %s "
-                                   "needs about %.0f KB, the widest that fits is %s"
-                                   % (node, s.kind, s.heap_kb or BOARD_HEAP_KB, level,
-                                      peak_heap_kb(level, hidden), caps[node]))
-            out[node] = level
-        return out
+        return _override(caps, levels, slots, hidden, "levels")
     return deal_mix(parse_mix(levels), caps)
+
+
+def _override(caps, table, slots, hidden, key):
+    """caps with the levels a per-client table gives; a board asked for more than fits is refused."""
+    out = dict(caps)
+    kinds = {s.node: s for s in slots}
+    for name, level in table.items():
+        node = int(name)
+        if node not in caps:
+            raise HarnessError("[heterofl] %s: node %d is not a client of this run" % (key, node))
+        if mlp.SHIFT[level] < mlp.SHIFT[caps[node]]:
+            s = kinds[node]
+            raise HarnessError("[heterofl] %s: node %d is a %s board with %s KB of heap; level %s needs about "
+                               "%.0f KB, the widest that fits is %s"
+                               % (key, node, s.kind, s.heap_kb or BOARD_HEAP_KB, level,
+                                  peak_heap_kb(level, hidden) + HEAP_MARGIN_KB, caps[node]))
+        out[node] = level
+    return out
 
 
 def deal_mix(mix, caps):
@@ -120,10 +127,14 @@ def shards(nodes, server, seed, table):
 
 
 def node_tables(spec, slots):
-    """One `heterofl` run-config table per node (slots in node order)."""
+    """One `heterofl` run-config table per node (slots in node order). The levels resolved for
+    these slots are written back into `spec.heterofl` as a per-client table (`caps` for a dynamic
+    mix), so the run record holds them and a replay in virtual time trains the same levels."""
     table = settings(spec.heterofl)
     hidden = hidden_of(spec.args)
     levels = client_levels(slots, spec.server, table, hidden)
+    resolved = {str(c): lv for c, lv in sorted(levels.items())}
+    spec.heterofl = dict(table, **({"caps": resolved} if table["dynamic"] else {"levels": resolved}))
     packed, _ = shards(spec.nodes, spec.server, spec.seed, table)
     out = []
     for s in slots:

@@ -23,8 +23,8 @@ def _no_step(_name):
 def execute(spec, backend, run_dir=None, name=None, step=None):
     """Place, configure and run one spec on a backend; returns the RunRecord (also saved as
     record.json in the run's directory when it has one)."""
-    spec = RunSpec.of(spec)
-    step = step or _no_step
+    spec = RunSpec.of(spec).replace()  # the run's own copy: configs resolve parts of it for the
+    step = step or _no_step            # slots (HeteroFL's levels), which the record then holds
     slots = []
     try:
         with step("provision and deploy"):

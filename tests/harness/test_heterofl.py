@@ -192,3 +192,37 @@ def test_the_oracle_catches_a_wrong_aggregate(small_run):
     verdict = evaluate(RunRecord(data), validate_expect({"oracle": True}), Evidence())
     bad = [f for f in verdict.findings if not f.ok]
     assert [f.round for f in bad] == [1] and "0.01" in str(bad[0].got)
+
+
+def test_the_record_holds_the_resolved_levels_and_a_replay_trains_them(small_run):
+    from flhil.harness.run import replay
+    assert small_run.spec["heterofl"]["levels"] == {"0": "a", "1": "c", "2": "e"}
+    again = replay.replay(small_run)
+    assert again.divergence is None and all(row[-1] for row in again.rows)
+    assert again.new.events(3, "model")[-1]["w"] == small_run.events(3, "model")[-1]["w"]
+
+
+def test_a_board_keeps_its_resolved_level_where_the_kinds_differ():
+    """A mix dealt on a lab (boards capped at their heap's level) is replayed as dealt: the
+    record's per-client table, not the mix, which virtual nodes (all level a) would deal anew."""
+    spec = RunSpec(app="heterofl", nodes=4, server=3, heterofl={"levels": "a1-b1-e1"})
+    node_configs(spec, _slots(["emulated", "pc", "pc", "pc"]), "r", "00" * 16)
+    dealt = spec.heterofl["levels"]
+    again = RunSpec(**dict(spec.to_dict(), heterofl=spec.heterofl))
+    configs = node_configs(again, _slots(["pc"] * 4), "r", "00" * 16)
+    assert dealt == {"0": "e", "1": "a", "2": "b"} and configs[3]["heterofl"]["levels"] == dealt
+
+
+def test_dynamic_caps_are_checked_and_recorded():
+    assert "caps bound the levels a dynamic mix draws" in error_of('levels = "a1"\ncaps = { 0 = "d" }')
+    assert "heterofl.caps.0" in error_of('levels = "a1"\ndynamic = true\ncaps = { 0 = "q" }')
+    spec = RunSpec(app="heterofl", nodes=4, server=3, heterofl={"levels": "a1-e1", "dynamic": True,
+                                                                "caps": {"1": "c"}})
+    configs = node_configs(spec, _slots(["emulated", "pc", "pc", "pc"]), "r", "00" * 16)
+    cap = setup.budget_level("emulated", 192, 128)
+    assert configs[3]["heterofl"]["levels"] == {"0": cap, "1": "c", "2": "a"}
+    assert configs[3]["heterofl"]["mix"] == [["a", 1], ["e", 1]]
+    with pytest.raises(HarnessError, match=r"\[heterofl\] caps: node 0 is a emulated board"):
+        node_configs(RunSpec(app="heterofl", nodes=4, server=3, heterofl={"levels": "a1", "dynamic": True,
+                                                                          "caps": {"0": "a"}}),
+                     _slots(["emulated", "pc", "pc", "pc"]), "r", "00" * 16)
