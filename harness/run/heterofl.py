@@ -12,7 +12,7 @@ from flhil.harness.config.heterofl import HeteroFLConfig, parse_mix
 from flhil.harness.config.model import validate
 from flhil.harness.config.toml import At, Source
 from flhil.harness.data import digits
-from flhil.harness.errors import HarnessError
+from flhil.harness.errors import ConfigError, HarnessError
 
 BOARD_KINDS = ("emulated", "serial")
 BOARD_HEAP_KB = 192  # a board whose heap is not known is taken to be a Pico W's
@@ -31,8 +31,15 @@ def settings(table):
     return validate(HeteroFLConfig, dict(table or {}), At(Source(None), ("heterofl",))).data()
 
 
+MAX_HIDDEN = 512  # a level-a model of 512 units is a 200 KB message: beyond it, a mistake
+
+
 def hidden_of(args):
-    return int((args or {}).get("hidden", ARGS["hidden"]))
+    """The `hidden` argument (units at level a), checked."""
+    hidden = (args or {}).get("hidden", ARGS["hidden"])
+    if type(hidden) is not int or not 1 <= hidden <= MAX_HIDDEN:
+        raise ConfigError(None, "args.hidden", "expected an integer between 1 and %d, got %r" % (MAX_HIDDEN, hidden))
+    return hidden
 
 
 def peak_heap_kb(level, hidden):

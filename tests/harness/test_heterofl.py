@@ -226,3 +226,10 @@ def test_dynamic_caps_are_checked_and_recorded():
         node_configs(RunSpec(app="heterofl", nodes=4, server=3, heterofl={"levels": "a1", "dynamic": True,
                                                                           "caps": {"0": "a"}}),
                      _slots(["emulated", "pc", "pc", "pc"]), "r", "00" * 16)
+
+
+@pytest.mark.parametrize("hidden", [0, 513, 1.5, "64"])
+def test_a_bad_width_is_refused(hidden):
+    spec = RunSpec(app="heterofl", nodes=3, server=2, args={"hidden": hidden})
+    with pytest.raises(ConfigError, match="args.hidden: expected an integer between 1 and 512"):
+        node_configs(spec, _slots(["pc"] * 3), "r", "00" * 16)
