@@ -77,6 +77,7 @@ class Node:
         self.t0 = None           # start of slot 0 in this node's clock
         self.slot = 0            # TDM slot counter, as upstream's timeSlot
         self.metric = None       # app hook: localData -> number or short list for telemetry
+        self.downlink = None     # app hook: (client, round, data) -> that client's model (else broadcast)
         self._dec = None         # decentralized state while fl_decentralized runs
         self._min_free = None
         self._closed = False
@@ -321,7 +322,11 @@ class Node:
             if state == DOWN:
                 continue
             self._raise_floor("cu", k)
-            self._broadcast(clients, "cd", k, data)
+            if self.downlink is None:
+                self._broadcast(clients, "cd", k, data)
+            else:  # a model per client (HeteroFL's slices)
+                for c in clients:
+                    self._send(c, "cd", k, self.downlink(c, k, data))
             got = await self._await("cu", k, lambda g: len(g) >= len(clients),
                                     self._deadline(start, self.timing["round_ms"]),
                                     lambda g: [c for c in clients if c not in g])

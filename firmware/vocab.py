@@ -11,7 +11,8 @@ FL_PHASES = ("cd", "cu", "d1", "d2", "t")
 
 # -- telemetry (telemetry.py; docs/design.md "Telemetry") --------------------------------------
 EVENTS = ("boot", "listen", "ready", "round_start", "round_end", "slot_start", "slot_end",
-          "slot_value", "fault", "drop", "waiting", "lag", "heap", "counts", "result", "error", "done")
+          "slot_value", "fault", "drop", "waiting", "lag", "heap", "counts", "result", "error", "done",
+          "model")
 TERMINAL_EVENT = "done"
 
 # `kind` of a `fault` event: what the fault layer injected
@@ -59,9 +60,10 @@ ALGORITHMS = {
     "getmeas": "getmeas",
     "logreg": "logreg",
     "fedmean": "fedmean",
+    "heterofl": "heterofl",
 }
 # algorithms that run fl_centralized: one server, clients answer it (phases cd / cu)
-CENTRALIZED_ALGORITHMS = ("centralized", "logreg", "fedmean")
+CENTRALIZED_ALGORITHMS = ("centralized", "logreg", "fedmean", "heterofl")
 
 
 def new_counts():

@@ -10,7 +10,7 @@ import tempfile
 from flhil.harness import FIRMWARE_DIR as FIRMWARE
 
 # modules of MicroPython (rp2 and unix ports) that firmware may import
-ALLOWED = {"asyncio", "uasyncio", "binascii", "collections", "errno", "gc", "hashlib", "io", "json",
+ALLOWED = {"array", "asyncio", "uasyncio", "binascii", "collections", "errno", "gc", "hashlib", "io", "json",
            "machine", "math", "micropython", "network", "os", "rp2", "select", "socket", "struct",
            "sys", "time", "traceback", "flhil"}
 

@@ -20,6 +20,7 @@ from flhil.vocab import ALGORITHMS
 from pydantic import ConfigDict, Field
 
 from flhil.harness.config.faults import SEED_MAX, FaultPlanConfig, normalise_fault_plan
+from flhil.harness.config.heterofl import HeteroFLConfig
 from flhil.harness.config.model import (ConfigModel, Expect, Float, Int, OneOf, Text, Unique,
                                         field_for_path, validate)
 from flhil.harness.config.toml import (At, Source, describe, format_key_path, parse_key_path, parse_toml,
@@ -62,6 +63,7 @@ class Scenario:
     faults: dict  # normalised fault plan; `seed` only when the file sets it
     expect: dict
     params: dict[str, list]  # dotted path -> values, in file order
+    heterofl: dict | None = None  # the [heterofl] table (levels, data), for algorithm heterofl
     _doc: dict = field(repr=False, compare=False, default_factory=dict)
     _source: Source = field(repr=False, compare=False, default=None)
 
@@ -127,6 +129,7 @@ class ScenarioCase:
     args = property(lambda self: self.scenario.args)
     timing = property(lambda self: self.scenario.timing)
     expect = property(lambda self: self.scenario.expect)
+    heterofl = property(lambda self: self.scenario.heterofl)
 
 
 def format_param_value(value: Any) -> str:
@@ -224,9 +227,13 @@ def _scenario_model():
         timing: TimingConfig = Field(default_factory=TimingConfig, description="deadlines and slots")
         faults: FaultPlanConfig = Field(default_factory=FaultPlanConfig, description="the fault plan")
         expect: ExpectModel = Field(default_factory=ExpectModel, description="the assertions on the run")
+        heterofl: HeteroFLConfig | None = Field(None, description="HeteroFL: client levels and data split")
 
         def check(self, at, ctx):
             _check_param_values(self.params, at / "params")
+            if self.heterofl is not None and self.algorithm != "heterofl":
+                (at / "heterofl").fail(f"[heterofl] configures algorithm heterofl, this scenario runs "
+                                       f"{self.algorithm}")
     return ScenarioConfig
 
 
@@ -281,10 +288,11 @@ def _substitute(doc: dict, parts: tuple, value: Any, at: At) -> None:
 
 def _build(doc: dict, source: Source) -> Scenario:
     root = At(source)
-    count = None
+    count = server = None
     if isinstance(doc.get("nodes"), dict):
-        count = validate(NodesConfig, doc["nodes"], root / "nodes").count
-    model = validate(ScenarioConfig, doc, root, {"nodes": count})
+        nodes = validate(NodesConfig, doc["nodes"], root / "nodes")
+        count, server = nodes.count, nodes.server
+    model = validate(ScenarioConfig, doc, root, {"nodes": count, "server": server})
     _check_param_paths(model.params, doc, root / "params")
     nodes = model.nodes
     app = _user_app(model, source, root)
@@ -306,6 +314,7 @@ def _build(doc: dict, source: Source) -> Scenario:
         faults=model.faults.data(),
         expect=expect,
         params=dict(model.params),
+        heterofl=model.heterofl.data() if model.heterofl is not None else None,
         _doc=doc,
         _source=source,
     )

@@ -81,8 +81,10 @@ def attach_to_allure(record, verdict=None, logs=None, secrets=(), workdir=None, 
 
     key_plot = None
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        for name, plot in (("convergence", lambda r, p: plots.convergence_plot(r, p, target)),
-                           ("timing", plots.timing_plot)):
+        shown = [("convergence", lambda r, p: plots.convergence_plot(r, p, target)), ("timing", plots.timing_plot)]
+        if record.algorithm == "heterofl":
+            shown.insert(0, ("accuracy", plots.accuracy_plot))
+        for name, plot in shown:
             try:
                 png = plot(record, Path(tmp) / (name + ".png"))
             except Exception as exc:  # noqa: BLE001 - a plot must never hide the test's own outcome

@@ -135,6 +135,28 @@ def plot_target(record, oracle=None, expect=None):
     return target
 
 
+def accuracy_plot(record, path) -> Path:
+    """HeteroFL: test accuracy on the held-out digits after every round, of the global model and of
+    each trained level's sub-model (evaluated on the host from the server's model events)."""
+    from flhil.harness.results import heterofl
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    curves = heterofl.view(record).curves()
+    for k, (level, points) in enumerate(sorted(curves.items())):
+        xs, ys = zip(*[(i + 1, a) for i, a in points])
+        ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.5 if k == 0 else 1,
+                color=node_colour(k, max(len(curves), 2)), label="level %s%s" % (level, " (global)" if k == 0 else ""))
+    _fault_spans(ax, record)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("rounds aggregated (0: the initial model)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(_title(record, "accuracy per level"))
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
 def timing_plot(record, path) -> Path:
     """Round latency per round per node; for TDM runs, slot lateness against the guard time."""
     fig, ax = plt.subplots(figsize=(8, 4.5))

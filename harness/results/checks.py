@@ -12,7 +12,7 @@ from pydantic import AfterValidator, Field, create_model
 
 from flhil.apps import common
 from flhil.harness.config.model import ConfigModel, Expect, Float, Int, OneOf, Unique, fail
-from flhil.harness.results import oracles
+from flhil.harness.results import heterofl, oracles
 from flhil.harness.results.expectations import expectation
 from flhil.harness.results.verdict import DEFAULT_REL, Finding, fmt_value, values_match
 from flhil.vocab import CENTRALIZED_ALGORITHMS, DROP_COUNTERS, FAULT_KINDS
@@ -58,7 +58,10 @@ ORACLE_VALUE = Annotated[bool | str, Expect('true or false, or "FILE.py:FUNCTION
 def check_oracle(record, oracle_values=None, rel=DEFAULT_REL, rounds=None, value=True):
     """Final values (and, for the averaging algorithms, every round's `v`) equal the fault-free
     reference. `oracle_values`: a list (one final value per node) or {"final", "rounds"};
-    computed from the record's spec when None."""
+    computed from the record's spec when None. HeteroFL: every round against its numpy reference
+    (results/heterofl.py)."""
+    if record.algorithm == "heterofl":
+        return heterofl.check_rounds(record)
     try:
         oracle = _oracle(record, oracle_values)
     except ValueError as exc:
@@ -193,7 +196,10 @@ def accuracy_of(record, node):
     """Test accuracy of a node's model: a result that is a number in [0, 1] (a user's app that
     returns its accuracy), the result's `accuracy`/`acc` if it is a dict, else the last
     round_end's `acc`, else the model (result [w, b, ...] or result["w"]) evaluated on the
-    shared test set logreg_test_data(seed, test_samples)."""
+    shared test set logreg_test_data(seed, test_samples). HeteroFL's server: its global model on the
+    held-out digits, evaluated on the host."""
+    if record.algorithm == "heterofl" and node == record.server:
+        return heterofl.global_accuracy(record)
     result = record.result(node)
     if _number(result) and 0 <= result <= 1:
         return float(result)

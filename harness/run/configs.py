@@ -19,11 +19,16 @@ def run_identity(spec, deterministic):
     return "r-" + secrets.token_hex(4), secrets.token_hex(16)
 
 
-def max_frame(nodes, kb=None):
-    """Largest frame: the spec's, else the default or room for a large run's start-up table."""
-    if kb is not None:
-        return kb * 1024
-    return max(DEFAULT_MAX_FRAME, 32 * nodes + 4096)
+def max_frame(nodes, spec=None):
+    """Largest frame: the spec's (max_frame_kb), else the default, or room for the start-up address
+    table of a large run (or for a HeteroFL level-a model)."""
+    if spec is not None and spec.max_frame_kb is not None:
+        return spec.max_frame_kb * 1024
+    frame = max(DEFAULT_MAX_FRAME, 32 * nodes + 4096)
+    if spec is not None and spec.algorithm == "heterofl":
+        from flhil.harness.run import heterofl
+        frame = max(frame, heterofl.frame_bytes(spec.args))
+    return frame
 
 
 def node_configs(spec, slots, run_id, key, wifi=None):
@@ -35,18 +40,28 @@ def node_configs(spec, slots, run_id, key, wifi=None):
                                if s.address not in (None, ANNOUNCED)}
     common = {"run": run_id, "key": key, "nodes": spec.nodes, "server": spec.server, "peers": peers,
               "app": spec.app, "args": spec.args, "timing": spec.timing, "strict": spec.strict,
-              "seed": spec.seed, "faults": spec.faults, "max_frame": max_frame(spec.nodes, spec.max_frame_kb)}
+              "seed": spec.seed, "faults": spec.faults, "max_frame": max_frame(spec.nodes, spec)}
     if not memory:  # in real time a node measures its own scheduling lag (virtual time has none)
         common["monitor_ms"] = LAG_PERIOD_MS
     user = spec.user_app
     if user is not None:
         common["app"] = user.module
+    per_node = _app_tables(spec, slots)
     configs = []
     for s in slots:
         cfg = dict(common, node=s.node, listen=[MEMORY, s.node] if memory else [s.address, DEFAULT_PORT])
+        cfg.update(per_node[s.node])
         if user is not None:  # a board has the app on its flash; PC and in-memory nodes read it here
             cfg["app_path"] = user.dir if s.kind in ("pc", "memory") or memory else BOARD_APP_PATH
         if wifi and s.kind == "serial":
             cfg["wifi"] = wifi
         configs.append(cfg)
     return configs
+
+
+def _app_tables(spec, slots):
+    """What an app's nodes get each for themselves (HeteroFL: levels and data shards)."""
+    if spec.algorithm == "heterofl":
+        from flhil.harness.run import heterofl
+        return [{"heterofl": t} for t in heterofl.node_tables(spec, slots)]
+    return [{} for _ in slots]

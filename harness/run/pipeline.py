@@ -24,8 +24,8 @@ def _no_step(_name):
 def execute(spec, backend, run_dir=None, name=None, step=None):
     """Place, configure and run one spec on a backend; returns the RunRecord (also saved as
     record.json in the run's directory when it has one)."""
-    spec = RunSpec.of(spec)
-    step = step or _no_step
+    spec = RunSpec.of(spec).replace()  # the run's own copy: configs resolve parts of it for the
+    step = step or _no_step            # slots (HeteroFL's levels), which the record then holds
     slots = []
     try:
         with step("provision and deploy"):
@@ -105,7 +105,7 @@ def spec_for(case):
     s = case.scenario
     return RunSpec(app=s.app, nodes=s.nodes.count, algorithm=s.algorithm, server=s.nodes.server,
                    args=dict(s.args), timing=dict(s.timing), faults=dict(case.faults),
-                   seed=case.seed, strict=s.strict, max_frame_kb=s.nodes.max_frame_kb)
+                   seed=case.seed, strict=s.strict, max_frame_kb=s.nodes.max_frame_kb, heterofl=s.heterofl)
 
 
 def needs_clean_run(expect):

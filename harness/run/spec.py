@@ -12,6 +12,7 @@ import os
 from pydantic import Field
 
 from flhil.harness.config.faults import SEED_MAX, FaultPlanConfig
+from flhil.harness.config.heterofl import HeteroFLConfig
 from flhil.harness.config.model import ConfigModel, Float, Int, Text, validate
 from flhil.harness.config.scenario import ArgsConfig, TimingConfig
 from flhil.harness.config.toml import At, Source, suggestion
@@ -41,6 +42,7 @@ class RunSpecModel(ConfigModel):
     max_frame_kb: Int(1, 4096, description="largest message, KiB (default: the firmware's, 64)") | None = None
     deadline_s: Float(0, lo_open=True, description="longest the run may take; default from the timing") \
         | None = None
+    heterofl: HeteroFLConfig | None = Field(None, description="HeteroFL: client levels and data split")
 
     def check(self, at, ctx):
         if self.server >= self.nodes:
@@ -58,13 +60,15 @@ class RunSpec:
     """One run: app, nodes, server, args, timing, fault plan (normalised), seed, strict."""
 
     FIELDS = ("app", "algorithm", "nodes", "server", "args", "timing", "faults", "seed", "strict",
-              "max_frame_kb", "deadline_s")
+              "max_frame_kb", "deadline_s", "heterofl")
 
     def __init__(self, **fields):
         at = At(Source(fields.pop("_source", None)), ())
         base_dir = fields.pop("_base_dir", None)  # a user's app file is relative to it
         nodes = fields.get("nodes")
-        ctx = {"nodes": nodes if isinstance(nodes, int) and not isinstance(nodes, bool) else None}
+        server = fields.get("server", 0)
+        ctx = {"nodes": nodes if isinstance(nodes, int) and not isinstance(nodes, bool) else None,
+               "server": server if isinstance(server, int) and not isinstance(server, bool) else None}
         model = validate(RunSpecModel, fields, at, ctx)
         self.nodes = model.nodes
         self.server = model.server
@@ -79,6 +83,7 @@ class RunSpec:
         self.strict = model.strict
         self.deadline = model.deadline_s
         self.max_frame_kb = model.max_frame_kb
+        self.heterofl = model.heterofl.data() if model.heterofl is not None else None
         self._user_app = None
         if not apps.is_builtin(self.app):
             try:
@@ -113,7 +118,8 @@ class RunSpec:
         return {"app": self.app, "algorithm": self.algorithm, "nodes": self.nodes, "server": self.server,
                 "args": copy.deepcopy(self.args), "timing": dict(self.timing),
                 "faults": copy.deepcopy(self.faults), "seed": self.seed, "strict": self.strict,
-                "max_frame_kb": self.max_frame_kb, "deadline_s": self.deadline}
+                "max_frame_kb": self.max_frame_kb, "deadline_s": self.deadline,
+                **({"heterofl": copy.deepcopy(self.heterofl)} if self.heterofl is not None else {})}
 
     def __eq__(self, other):
         return isinstance(other, RunSpec) and self.to_dict() == other.to_dict()
