@@ -3,6 +3,7 @@ for every backend."""
 import hashlib
 import secrets
 
+from flhil.auth import pair_table
 from flhil.harness.run.spec import DEFAULT_PORT
 from flhil.lagmon import PERIOD_MS as LAG_PERIOD_MS
 from flhil.wire import DEFAULT_MAX_FRAME
@@ -24,20 +25,25 @@ def max_frame(nodes):
 
 
 def node_configs(spec, slots, run_id, key, wifi=None):
-    """One run config per node; node i runs where slots[i] says. Every address known in advance
+    """One run config per node; node i runs where slots[i] says; `key` (hex) is the run's secret,
+    from which each node's pair secrets are derived (auth.py). Every address known in advance
     goes into the config, so the coordinator's go stays small (a server with 63 clients cannot send
     63 copies of a table on a 192 KB heap)."""
     memory = all(s.address == MEMORY for s in slots)
     peers = {} if memory else {str(s.node): [s.address, DEFAULT_PORT] for s in slots
                                if s.address not in (None, ANNOUNCED)}
-    common = {"run": run_id, "key": key, "nodes": spec.nodes, "server": spec.server, "peers": peers,
+    common = {"run": run_id, "nodes": spec.nodes, "server": spec.server, "peers": peers,
               "app": spec.app, "args": spec.args, "timing": spec.timing, "strict": spec.strict,
               "seed": spec.seed, "faults": spec.faults, "max_frame": max_frame(spec.nodes)}
     if not memory:  # in real time a node measures its own scheduling lag (virtual time has none)
         common["monitor_ms"] = LAG_PERIOD_MS
     configs = []
+    secret = bytes.fromhex(key)
     for s in slots:
-        cfg = dict(common, node=s.node, listen=[MEMORY, s.node] if memory else [s.address, DEFAULT_PORT])
+        # the node's own links only (its pair secrets, 16 bytes a node), never the run's secret:
+        # a node can sign as itself only
+        cfg = dict(common, node=s.node, listen=[MEMORY, s.node] if memory else [s.address, DEFAULT_PORT],
+                   links=pair_table(secret, s.node, spec.nodes).hex())
         if wifi and s.kind == "serial":
             cfg["wifi"] = wifi
         configs.append(cfg)

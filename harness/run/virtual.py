@@ -27,7 +27,7 @@ from flhil.harness.run.collector import NodeSlot
 from flhil.harness.run.configs import MEMORY
 from flhil.memnet import MemoryNetwork, MemoryTransport
 from flhil.telemetry import Telemetry
-from flhil.wire import Codec, DEFAULT_MAX_FRAME
+from flhil.wire import Codec
 
 DEFAULT_LATENCY_US = 100
 DEFAULT_MAX_WALL_S = 300.0
@@ -176,8 +176,7 @@ async def _node_task(cfg, network, sink):
     loop = asyncio.get_running_loop()
     clock = LoopClock(loop)
     tel = Telemetry(cfg["node"], clock, sink=sink)
-    codec = Codec(cfg["run"], bytes.fromhex(cfg["key"]), cfg.get("max_frame", DEFAULT_MAX_FRAME))
-    transport = MemoryTransport(network, cfg["node"], codec, None, tel)
+    transport = MemoryTransport(network, cfg["node"], Codec.from_config(cfg), None, tel)
     node = await run_node(cfg, transport=transport, clock=clock, tel=tel)
     return node.status
 

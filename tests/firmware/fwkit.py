@@ -4,7 +4,6 @@ loopback addresses, and a run of all of them on ONE event loop with telemetry co
 Addresses: 127.A.B.(k+1) for node k, one fixed port, with A, B and the port hashed from the
 test's name, the interpreter and a per-process nonce, so tests (the two interpreters, two copies of
 the suite) do not share an address."""
-import binascii
 
 from flhil.compat import asyncio, TimeoutError, MICROPYTHON
 from flhil.clock import LoopClock
@@ -12,7 +11,7 @@ from flhil.entry import run_node
 from flhil.prng import mix
 from flhil.telemetry import Telemetry
 from flhil.transport import TcpTransport, new_counts
-from flhil.wire import Codec, DEFAULT_MAX_FRAME
+from flhil.wire import Codec
 
 class Skip(Exception):
     """A test that cannot run here (mprun prints SKIP, pytest skips)."""
@@ -146,8 +145,8 @@ async def run(cfgs, timeout_s=10.0, expect_timeout=False):
     for cfg in cfgs:
         i = cfg["node"]
         tel = Telemetry(i, clock, sink=_keeper(r.events[i]))
-        codec = Codec(cfg["run"], binascii.unhexlify(cfg["key"]), cfg.get("max_frame", DEFAULT_MAX_FRAME))
-        tr = TcpTransport(i, cfg["listen"], codec, new_counts(), tel)
+        tr = TcpTransport(i, cfg["listen"], Codec.from_config(cfg), new_counts(), tel,
+                          limits=cfg.get("timing"))
         r.transports.append(tr)
         coros.append(run_node(cfg, tr, clock, tel))
     try:
@@ -163,6 +162,47 @@ async def run(cfgs, timeout_s=10.0, expect_timeout=False):
         errs = r.errors()
         assert not errs, "node errors: %r" % (errs,)
     return r
+
+
+# ---------------------------------------------------------------- raw connections (attacks)
+
+async def connect(addr):
+    """(reader, writer) of a raw connection to a node, retrying until it listens."""
+    for _ in range(400):
+        try:
+            rd, w = await asyncio.open_connection(addr[0], addr[1])
+            return rd, w
+        except OSError:
+            await asyncio.sleep(0.005)
+    raise AssertionError("cannot connect to %r" % (addr,))
+
+
+async def send_raw(addr, data, hold_s=0.01):
+    """Connect, send raw bytes, close. MicroPython's connect completes at the first write: a
+    refused one shows there."""
+    for _ in range(400):
+        w = None
+        try:
+            _, w = await asyncio.open_connection(addr[0], addr[1])
+            w.write(data)
+            await w.drain()
+            break
+        except OSError:
+            if w is not None:
+                w.close()
+            await asyncio.sleep(0.005)
+    else:
+        raise AssertionError("cannot connect to %r" % (addr,))
+    await asyncio.sleep(hold_s)
+    await close_stream(w)
+
+
+async def close_stream(w):
+    try:
+        w.close()
+        await w.wait_closed()  # MicroPython closes the socket here only
+    except OSError:
+        pass
 
 
 def close(a, b, rel=1e-9):

@@ -1,0 +1,134 @@
+"""Attacks on a live run (3 nodes exchanging values in TDM slots for a fixed time, so the attacks
+land inside the run): insiders holding a link key, truncated frames, idle, slow and flooding
+connections. The results must stay correct and node 0's counters must account for every input it
+refused. Runs under CPython and MicroPython (tests/firmware/mprun.py); the same attacks against
+separate node processes, at full size (200 idle connections, JSON 7000 deep), are in
+test_hostile_nodes.py."""
+import fwkit
+from flhil.compat import asyncio, MICROPYTHON
+from flhil.wire import Codec
+
+NODES = 3
+SMALL_LIMITS = {"conn_pending": 4, "auth_ms": 400, "frame_ms": 300, "start_delay_ms": 100}
+
+
+def _cfgs(name, slots):
+    return fwkit.configs(name, NODES, "getmeas", {"slots": slots}, timing=SMALL_LIMITS)
+
+
+def _check_run(r):
+    n = r.cfgs[0]["args"]["slots"]
+    for i in range(NODES):
+        res = r.result(i)
+        assert res["slots"] == [[1.0 + p for p in res["peers"]]] * n, (i, res)
+
+
+def insider_frames(cfg, why, deep=7000):
+    """What node 2 (an insider: it holds its own link keys) sends node 0 besides its own
+    messages, made when sent: impersonations (s 99, -1, the server, another client), a string
+    payload, JSON nested `deep` deep, 300 far-future iterations."""
+    c2 = Codec.from_config(dict(cfg, node=2))
+    msg = {"r": cfg["run"], "s": 2, "d": 0, "p": "t", "i": 0, "q": 1000, "v": 999.0}
+    if why == "bad_sender":
+        for s in (99, -1, 0, 1):
+            yield c2.encode(dict(msg, s=s), 0)
+    elif why == "bad_payload":
+        yield c2.encode(dict(msg, v="x"), 0)
+    elif why == "too_deep":
+        head, data = c2.frame(0, b'{"r": "' + cfg["run"].encode() + b'", "v": ' + b"[" * deep + b"]" * deep + b"}")
+        yield head + data
+    else:
+        for k in range(300):
+            yield c2.encode(dict(msg, i=1000 + k, q=2000 + k), 0)
+
+
+INSIDER = {"bad_sender": 4, "bad_payload": 1, "too_deep": 1, "future": 300}
+
+
+async def test_insiders_cannot_impersonate_or_flood_the_mailbox():
+    cfgs = _cfgs("a_insider", 8)
+
+    async def attack():
+        await asyncio.sleep(0.15)  # inside the slots
+        _, w = await fwkit.connect(cfgs[0]["listen"])
+        for why in INSIDER:
+            # a MicroPython test process (three nodes in its heap) has no 14 KB in one piece
+            for f in insider_frames(cfgs[0], why, 1000 if MICROPYTHON else 7000):
+                w.write(f)
+                await w.drain()
+        await asyncio.sleep(0.05)
+        await fwkit.close_stream(w)
+
+    r, _ = await asyncio.gather(fwkit.run(cfgs, timeout_s=20), attack())
+    _check_run(r)
+    c = r.counts(0)
+    for why in INSIDER:
+        assert c[why] == INSIDER[why], (why, c)
+    assert c["rejected"] == sum(INSIDER.values()), c
+    assert c["overflow"] == 0 and c["cb_error"] == 0 and c["refused"] == 0, c
+
+
+def _frame(cfg):
+    c1 = Codec.from_config(dict(cfg, node=1))
+    return c1.encode({"r": cfg["run"], "s": 1, "d": 0, "p": "t", "i": 0, "q": 500, "v": 1.0}, 0)
+
+
+async def test_truncated_frames_each_counted():
+    frame = _frame(_cfgs("a_trunc", 1)[0])
+    cuts = list(range(1, len(frame)))
+    cfgs = _cfgs("a_trunc", 8 + len(cuts) // 4)
+
+    async def attack():
+        await asyncio.sleep(0.15)
+        for k in cuts:
+            await fwkit.send_raw(cfgs[0]["listen"], frame[:k], 0.002)
+
+    r, _ = await asyncio.gather(fwkit.run(cfgs, timeout_s=60), attack())
+    _check_run(r)
+    c = r.counts(0)
+    assert c["truncated"] == len(cuts), c
+    assert c["rejected"] == len(cuts), c
+
+
+async def test_idle_slow_and_flooding_connections():
+    idle_n = 10 if MICROPYTHON else 40
+    cfgs = _cfgs("a_conns", 25)
+    addr = cfgs[0]["listen"]
+    writers = []
+
+    async def idle():
+        await asyncio.sleep(0.1)
+        for _ in range(idle_n):
+            _, w = await fwkit.connect(addr)
+            w.write(b"\x00")  # one byte of a header, then nothing
+            await w.drain()
+            writers.append(w)
+
+    async def slow():
+        await asyncio.sleep(0.15)
+        _, w = await fwkit.connect(addr)
+        writers.append(w)
+        try:
+            for b in _frame(cfgs[0])[:8]:
+                w.write(bytes([b]))
+                await w.drain()
+                await asyncio.sleep(0.2)  # one byte per 200 ms: the frame takes longer than frame_ms
+        except OSError:
+            pass  # closed by the node
+
+    async def flood():
+        await asyncio.sleep(0.2)
+        for _ in range(30):
+            await fwkit.send_raw(addr, b"\x00\x00\x00\x40" + b"z" * 64)  # sender 0x7a7a in clear: outside the run
+
+    r, _, _, _ = await asyncio.gather(fwkit.run(cfgs, timeout_s=30), idle(), slow(), flood())
+    for w in writers:
+        await fwkit.close_stream(w)
+    _check_run(r)
+    c = r.counts(0)
+    assert c["bad_sender"] == 30 and c["rejected"] == 30, c
+    # every idle connection was closed: over the pending limit, or idle past auth_ms; the slow
+    # one past frame_ms
+    assert c["slow"] >= 1, c
+    assert c["conn_limit"] + c["idle"] + c["slow"] >= idle_n + 1, c
+    assert c["refused"] == c["conn_limit"] + c["idle"] + c["slow"] + c["low_heap"], c
