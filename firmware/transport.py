@@ -251,6 +251,15 @@ async def _shut(writer):
         pass
 
 
+def _quietest(conns):
+    """The connection whose last frame (or its opening) is the oldest."""
+    q = conns[0]
+    for c in conns:
+        if c.last < q.last:
+            q = c
+    return q
+
+
 class _Conn:
     def __init__(self, writer, now_ms):
         self.writer = writer
@@ -258,6 +267,7 @@ class _Conn:
         self.src = None        # the peer, once a valid frame came
         self.opened = now_ms
         self.frame_at = None   # first byte of the frame being read
+        self.last = now_ms     # the end of its last frame (or its opening)
         self.why = None        # why the watch closed it
 
 
@@ -290,8 +300,9 @@ class TcpTransport(FramedTransport):
         host, port = self.listen
         if port == 0 and MICROPYTHON:
             raise ValueError("listen port 0 needs socket.getsockname, which MicroPython lacks; give a port")
-        if MICROPYTHON:
-            self._server = await asyncio.start_server(self._serve, host, port)
+        if MICROPYTHON:  # a backlog beyond the pending limit: connects wait to be accepted and evicted
+            self._server = await asyncio.start_server(self._serve, host, port,
+                                                      backlog=2 * self.limits["conn_pending"] + 8)
         else:  # the stream's buffer holds at most one frame
             self._server = await asyncio.start_server(self._serve, host, port,
                                                       limit=self.codec.max_frame + HEADER)
@@ -332,10 +343,11 @@ class TcpTransport(FramedTransport):
             await asyncio.sleep(WATCH_MS / 1000)
             now = _now_ms()
             for conn in list(self._conns):
-                if conn.frame_at is not None and now - conn.frame_at > self.limits["frame_ms"]:
-                    self._close_conn(conn, "slow", "a frame unfinished after %d ms" % self.limits["frame_ms"])
-                elif conn.src is None and now - conn.opened > self.limits["auth_ms"]:
-                    self._close_conn(conn, "idle", "no valid frame in %d ms" % self.limits["auth_ms"])
+                late = conn.src is None and now - conn.opened > self.limits["auth_ms"]
+                if conn.frame_at is not None and (late or now - conn.frame_at > self.limits["frame_ms"]):
+                    self._close_conn(conn, "slow", "a frame unfinished")  # it started one
+                elif late:
+                    self._close_conn(conn, "idle", "no frame in %d ms" % self.limits["auth_ms"])
             if self._heap_low():
                 for conn in [c for c in self._conns if c.src is None]:
                     self._close_conn(conn, "low_heap", "pending connection closed")
@@ -346,9 +358,11 @@ class TcpTransport(FramedTransport):
             conn.why = "low_heap"
             self.refuse("low_heap", "new connection refused")
             return False
-        pending = [c for c in self._conns if c.src is None and c.why is None]
-        while len(pending) > self.limits["conn_pending"]:
-            self._close_conn(pending.pop(0), "conn_limit", "oldest pending connection closed")
+        pending = [c for c in self._conns if c.src is None and c.why is None and c is not conn]
+        while len(pending) >= self.limits["conn_pending"]:
+            quiet = _quietest(pending)
+            pending.remove(quiet)
+            self._close_conn(quiet, "conn_limit", "the quietest pending connection closed")
         return True
 
     def _bind(self, conn, src):
@@ -359,7 +373,8 @@ class TcpTransport(FramedTransport):
         mine.append(conn)
         conn.src = src
         while len(mine) > PER_PEER:
-            old = mine.pop(0)
+            old = _quietest(mine)
+            mine.remove(old)
             if old.task is not None and old.why is None:
                 old.why = "replaced"
                 old.task.cancel()
@@ -413,6 +428,7 @@ class TcpTransport(FramedTransport):
             conn.frame_at = None
             src = self.receive(self.codec.decode, prefix, data, conn.src)
             data = None
+            conn.last = _now_ms()
             if src is not None and conn.src is None:
                 self._bind(conn, src)
 

@@ -1,5 +1,5 @@
-"""Attacks on a live run (3 nodes exchanging values in TDM slots for a fixed time, so the attacks
-land inside the run): insiders holding a link key, truncated frames, idle, slow and flooding
+"""Attacks on a live run (centralized averaging, 3 nodes, every message delayed so that the attacks
+land inside the rounds): insiders holding a link key, truncated frames, idle, slow and flooding
 connections. The results must stay correct and node 0's counters must account for every input it
 refused. Runs under CPython and MicroPython (tests/firmware/mprun.py); the same attacks against
 separate node processes, at full size (200 idle connections, JSON 7000 deep), are in
@@ -9,18 +9,21 @@ from flhil.compat import asyncio, MICROPYTHON
 from flhil.wire import Codec
 
 NODES = 3
-SMALL_LIMITS = {"conn_pending": 4, "auth_ms": 400, "frame_ms": 300, "start_delay_ms": 100}
+SMALL_LIMITS = {"conn_pending": 4, "auth_ms": 400, "frame_ms": 300}
+SLOW_LINKS = {"links": [{"src": "*", "delay_ms": 25}]}  # a round takes ~50 ms
 
 
-def _cfgs(name, slots):
-    return fwkit.configs(name, NODES, "getmeas", {"slots": slots}, timing=SMALL_LIMITS)
+def _cfgs(name, iterations):
+    return fwkit.configs(name, NODES, "central_avg", {"iterations": iterations}, timing=SMALL_LIMITS,
+                         faults=SLOW_LINKS)
 
 
 def _check_run(r):
-    n = r.cfgs[0]["args"]["slots"]
+    want = fwkit.central_avg(NODES, r.cfgs[0]["args"]["iterations"])
+    assert fwkit.all_close(r.results(), want), (r.results(), want)
     for i in range(NODES):
-        res = r.result(i)
-        assert res["slots"] == [[1.0 + p for p in res["peers"]]] * n, (i, res)
+        skipped = [e["i"] for e in r.ev(i, "round_end") if e["skipped"]]
+        assert not skipped, (i, skipped)
 
 
 def insider_frames(cfg, why, deep=7000):
@@ -28,7 +31,7 @@ def insider_frames(cfg, why, deep=7000):
     messages, made when sent: impersonations (s 99, -1, the server, another client), a string
     payload, JSON nested `deep` deep, 300 far-future iterations."""
     c2 = Codec.from_config(dict(cfg, node=2))
-    msg = {"r": cfg["run"], "s": 2, "d": 0, "p": "t", "i": 0, "q": 1000, "v": 999.0}
+    msg = {"r": cfg["run"], "s": 2, "d": 0, "p": "cu", "i": 0, "q": 1000, "v": 999.0}
     if why == "bad_sender":
         for s in (99, -1, 0, 1):
             yield c2.encode(dict(msg, s=s), 0)
@@ -46,10 +49,10 @@ INSIDER = {"bad_sender": 4, "bad_payload": 1, "too_deep": 1, "future": 300}
 
 
 async def test_insiders_cannot_impersonate_or_flood_the_mailbox():
-    cfgs = _cfgs("a_insider", 8)
+    cfgs = _cfgs("a_insider", 12)
 
     async def attack():
-        await asyncio.sleep(0.15)  # inside the slots
+        await asyncio.sleep(0.15)  # inside the rounds
         _, w = await fwkit.connect(cfgs[0]["listen"])
         for why in INSIDER:
             # a MicroPython test process (three nodes in its heap) has no 14 KB in one piece
@@ -70,13 +73,21 @@ async def test_insiders_cannot_impersonate_or_flood_the_mailbox():
 
 def _frame(cfg):
     c1 = Codec.from_config(dict(cfg, node=1))
-    return c1.encode({"r": cfg["run"], "s": 1, "d": 0, "p": "t", "i": 0, "q": 500, "v": 1.0}, 0)
+    return c1.encode({"r": cfg["run"], "s": 1, "d": 0, "p": "cu", "i": 0, "q": 500, "v": 1.0}, 0)
+
+
+def _separate_processes_only():
+    if MICROPYTHON:
+        # the attacker's sockets and three nodes in one 192 KB heap fragment it past use; the
+        # same attacks run against MicroPython node processes in test_hostile_nodes.py
+        raise fwkit.Skip("many connections in one MicroPython process: see test_hostile_nodes.py")
 
 
 async def test_truncated_frames_each_counted():
+    _separate_processes_only()
     frame = _frame(_cfgs("a_trunc", 1)[0])
     cuts = list(range(1, len(frame)))
-    cfgs = _cfgs("a_trunc", 8 + len(cuts) // 4)
+    cfgs = _cfgs("a_trunc", 40)
 
     async def attack():
         await asyncio.sleep(0.15)
@@ -91,8 +102,9 @@ async def test_truncated_frames_each_counted():
 
 
 async def test_idle_slow_and_flooding_connections():
+    _separate_processes_only()
     idle_n = 10 if MICROPYTHON else 40
-    cfgs = _cfgs("a_conns", 25)
+    cfgs = _cfgs("a_conns", 40)
     addr = cfgs[0]["listen"]
     writers = []
 
