@@ -20,7 +20,7 @@ class Skip(Exception):
 # Bytes of MicroPython heap one in-process node needs (node, transport, connections, telemetry
 # kept by the test), measured on the unix port: ~5 KB per node plus ~3 KB per connection pair,
 # and the fragmentation of a heap shared by several nodes.
-NODE_HEAP = 20000
+NODE_HEAP = 22000
 
 
 def need_heap(n, per_node=NODE_HEAP):
