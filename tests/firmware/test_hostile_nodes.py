@@ -20,7 +20,7 @@ NODES = 3
 ITERATIONS = 200
 # every message delayed 20 ms: a round lasts ~45 ms and the run ~9 s, so the attacks land in it
 FAULTS = {"links": [{"src": "*", "delay_ms": 20}]}
-TIMING = {"round_ms": 1000, "recv_ms": 2000, "auth_ms": 1000, "frame_ms": 1000, "startup_ms": 10000}
+TIMING = {"round_ms": 1000, "recv_ms": 2000, "auth_ms": 2000, "frame_ms": 1000, "startup_ms": 10000}
 
 
 def oracle(n, iterations):
@@ -88,7 +88,7 @@ async def _attacked_run(interpreter):
         for why in insiders:
             await attack.send_frames(addr, insiders[why])
         randoms = random_frames(cfgs, 200, 5)
-        await attack.send_frames(addr, randoms, per_connection=20)
+        await attack.send_frames(addr, randoms, per_connection=5)
         # 3. 200 idle connections, held until the node has closed them all
         writers, failed = await attack.idle_connections(addr, 200)
         await asyncio.sleep(TIMING["auth_ms"] / 1000 + 0.5)
