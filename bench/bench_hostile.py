@@ -5,8 +5,10 @@
 2. Inputs rejected per second: centralized averaging with 3 node processes; the server's median
    round latency (round_start -> round_end) clean, then with an insider flooding the server with
    correctly tagged frames of bad JSON (the costliest reject: tag, then the JSON check) at rising
-   rates. The figure is the highest rate at which the median stays within 2x of clean and the
-   server counted at least 95% of what was sent.
+   rates. The figure is the highest rate at which the median stays within 2x of clean (the mean of
+   two clean runs) and the server counted at least 95% of what was sent. The attacker shares the
+   host's cores with the three nodes, so on a 2-core host the figure is the host's as much as the
+   node's.
 3. Connections held at the 192 KB heap: a MicroPython server with its pending limit lifted
    (conn_pending 100000, auth_ms 10 min) takes idle connections until it reports `low_heap`; and
    with the default limits, 300 idle connections during a run (the issue's reproduction).
@@ -73,20 +75,20 @@ async def _run(interp, iterations, k, rate=None, timing=None):
 
 async def flood_figures(interp, quick):
     iterations = 150 if quick else 400
-    clean = await _run(interp, iterations, 0)
-    out = {"clean_median_ms": clean["median_ms"], "steps": []}
+    # the clean latency: the mean of two runs' medians (the host's load moves it run to run)
+    cleans = [(await _run(interp, iterations, k))["median_ms"] for k in (0, 20)]
+    clean = sum(cleans) / 2
+    out = {"clean_median_ms": clean, "clean_runs_ms": cleans, "steps": []}
     best = None
     for n, rate in enumerate(RATES[:4] if quick else RATES):
         r = await _run(interp, iterations, n + 1, rate)
         r["rate"] = rate
-        r["within_2x"] = r["median_ms"] is not None and clean["median_ms"] and r["median_ms"] <= 2 * clean["median_ms"]
+        r["within_2x"] = r["median_ms"] is not None and r["median_ms"] <= 2 * clean
         r["counted"] = r["sent"] > 0 and r["rejected"] >= 0.95 * r["sent"]
         out["steps"].append(r)
         if r["within_2x"] and r["counted"] and r["ok"]:
             best = rate
-        elif best is not None:
-            break
-    out["best_rate_per_s"] = best
+    out["best_rate_per_s"] = best  # the highest rate that met both (a noisy host may fail one below)
     return out
 
 

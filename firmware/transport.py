@@ -152,9 +152,8 @@ class FramedTransport(Transport):
             try:
                 self._sink(msg)
             except Exception as e:  # the node's own guard missed it: the reader must live on
-                self.counts["cb_error"] += 1
-                self.tel.emit("drop", why="cb_error", src=msg["s"], p=msg["p"], i=msg["i"],
-                              detail=("%s: %s" % (type(e).__name__, e))[:120])
+                count_drop(self.counts, self.tel, "cb_error", "%s: %s" % (type(e).__name__, e), total=None,
+                           src=msg["s"], p=msg["p"], i=msg["i"])
         return msg["s"]
 
 
