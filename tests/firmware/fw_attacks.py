@@ -56,7 +56,7 @@ async def test_insiders_cannot_impersonate_or_flood_the_mailbox():
         _, w = await fwkit.connect(cfgs[0]["listen"])
         for why in INSIDER:
             # a MicroPython test process (three nodes in its heap) has no 14 KB in one piece
-            for f in insider_frames(cfgs[0], why, 1000 if MICROPYTHON else 7000):
+            for f in insider_frames(cfgs[0], why, 100 if MICROPYTHON else 7000):
                 w.write(f)
                 await w.drain()
         await asyncio.sleep(0.05)

@@ -87,8 +87,11 @@ async def _attacked_run(interpreter):
         insiders = insider_frames(cfgs)
         for why in insiders:
             await attack.send_frames(addr, insiders[why])
+        # on one connection that a valid (stale) message of node 1 binds first: a bound connection
+        # has no deadline to authenticate by and is never the one evicted for a new one, so a
+        # slow node reads every random frame however the host's load delays it
         randoms = random_frames(cfgs, 200, 5)
-        await attack.send_frames(addr, randoms, per_connection=5)
+        await attack.send_frames(addr, [valid] + randoms)
         # 3. 200 idle connections, held until the node has closed them all
         writers, failed = await attack.idle_connections(addr, 200)
         await asyncio.sleep(TIMING["auth_ms"] / 1000 + 0.5)
@@ -122,7 +125,7 @@ async def _attacked_run(interpreter):
             want[e.why] += 1
     for why in FRAME_REJECTS:
         assert c[why] == want[why], (why, want[why], str(nonzero))
-    assert c["future"] >= 300 and c["stale"] + c["duplicate"] + c["future"] - 300 <= accepted, nonzero
+    assert c["future"] >= 300 and c["stale"] + c["duplicate"] + c["future"] - 300 <= accepted + 1, nonzero
     assert c["rejected"] == sum(want.values()) + c["future"], nonzero
     assert c["overflow"] == 0 and c["cb_error"] == 0, nonzero
     assert c["slow"] >= 1 and slow_sent < len(valid), (nonzero, slow_sent)
