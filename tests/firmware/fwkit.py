@@ -131,23 +131,24 @@ class Run:
         return self.all_ev("error")
 
 
-def _keeper(events):
+def _keeper(events, not_kept):
     def keep(e):
-        if e["ev"] not in NOT_KEPT:
+        if e["ev"] not in not_kept:
             events.append(e)
     return keep
 
 
-async def run(cfgs, timeout_s=10.0, expect_timeout=False):
+async def run(cfgs, timeout_s=10.0, expect_timeout=False, not_kept=()):
     """Run every node of cfgs on this event loop. Returns a Run. A run that outlives timeout_s
-    fails the test unless expect_timeout (then run.timed_out is True)."""
+    fails the test unless expect_timeout (then run.timed_out is True). Events of the kinds in
+    not_kept (beside NOT_KEPT) are not kept."""
     need_heap(len(cfgs))
     r = Run(cfgs)
     clock = LoopClock()
     coros = []
     for cfg in cfgs:
         i = cfg["node"]
-        tel = Telemetry(i, clock, sink=_keeper(r.events[i]))
+        tel = Telemetry(i, clock, sink=_keeper(r.events[i], NOT_KEPT + tuple(not_kept)))
         tr = TcpTransport(i, cfg["listen"], Codec.from_config(cfg), new_counts(), tel,
                           limits=cfg.get("timing"))
         r.transports.append(tr)
