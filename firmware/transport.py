@@ -358,8 +358,18 @@ class TcpTransport(FramedTransport):
             self.refuse("low_heap", "new connection refused")
             return False
         pending = [c for c in self._conns if c.src is None and c.why is None and c is not conn]
-        while len(pending) >= self.limits["conn_pending"]:
-            quiet = _quietest(pending)
+        if len(pending) < self.limits["conn_pending"]:
+            return True
+        # a pending connection has a grace of auth_ms / 4 to show its first frame (a slow node
+        # may not have read what its peer sent yet) before a newer one can take its place
+        old = [c for c in pending if conn.opened - c.opened >= self.limits["auth_ms"] // 4]
+        if not old:
+            conn.why = "conn_limit"
+            self.refuse("conn_limit", "new connection refused: every pending one is young")
+            return False
+        while len(pending) >= self.limits["conn_pending"] and old:
+            quiet = _quietest(old)
+            old.remove(quiet)
             pending.remove(quiet)
             self._close_conn(quiet, "conn_limit", "the quietest pending connection closed")
         return True

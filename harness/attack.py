@@ -124,7 +124,8 @@ class NodeProcs:
 
 
 # -- attacks ---------------------------------------------------------------------------------
-async def connect(addr, timeout_s=2.0):
+async def connect(addr, timeout_s=10.0):
+    """A raw connection; a loaded host can take seconds to complete a connect."""
     return await asyncio.wait_for(asyncio.open_connection(addr[0], addr[1]), timeout_s)
 
 
@@ -134,7 +135,7 @@ async def idle_connections(addr, count, first=b"\x00"):
     writers, failed = [], 0
     for _ in range(count):
         try:
-            _, w = await connect(addr)
+            _, w = await connect(addr, 2.0)
             w.write(first)
             await w.drain()
             writers.append(w)
@@ -160,18 +161,16 @@ async def slow_sender(addr, data, per_byte_s):
 
 
 async def send_frames(addr, frames, per_connection=None):
-    """Send byte strings, `per_connection` on each connection (all on one when None)."""
+    """Send byte strings, `per_connection` on each connection (all on one when None); a connect
+    or write that fails raises (the caller's accounting would be wrong)."""
     frames = list(frames)
     step = per_connection or max(1, len(frames))
     for k in range(0, len(frames), step):
-        try:
-            _, w = await connect(addr)
-            w.write(b"".join(frames[k:k + step]))
-            await w.drain()
-            await asyncio.sleep(0.01)
-            close(w)
-        except (OSError, asyncio.TimeoutError):
-            pass
+        _, w = await connect(addr)
+        w.write(b"".join(frames[k:k + step]))
+        await w.drain()
+        await asyncio.sleep(0.01)
+        close(w)
 
 
 async def flood(addr, frame, rate_per_s, duration_s, per_connection=50):
@@ -183,7 +182,7 @@ async def flood(addr, frame, rate_per_s, duration_s, per_connection=50):
     while time.monotonic() < end:
         t0 = time.monotonic()
         try:
-            _, w = await connect(addr)
+            _, w = await connect(addr, 2.0)
             w.write(batch)
             await w.drain()
             close(w)
