@@ -19,6 +19,11 @@ except (ImportError, AttributeError):
     _mem_alloc = None
 
 
+def mem_free():
+    """Free heap bytes without a collection (garbage counts as used), or None on CPython."""
+    return None if _mem_free is None else _mem_free()
+
+
 def heap():
     """(free, total) bytes of the MicroPython heap after a collection, or (None, None) on CPython."""
     if _mem_free is None:

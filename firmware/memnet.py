@@ -14,7 +14,6 @@ MicroPython-compatible because it lives in firmware/. No module-level state: eve
 a network object."""
 from flhil.compat import asyncio
 from flhil.transport import FramedTransport
-from flhil.wire import Rejected, HEADER
 
 
 class MemoryNetwork:
@@ -51,7 +50,7 @@ class MemoryNetwork:
                 later(self.latency_us / 1e6, self._arrive, due)
             else:  # an event loop without call_later (MicroPython): a small task
                 asyncio.create_task(self._arrive_after(self.latency_us / 1e6, due))
-        batch.append((dst, frame))
+        batch.append((src, dst, frame))
 
     async def _arrive_after(self, delay_s, due):
         await asyncio.sleep(delay_s)
@@ -60,13 +59,13 @@ class MemoryNetwork:
     def _arrive(self, due):
         batch = self._due.pop(due)
         members = self.members
-        for dst, frame in batch:
+        for src, dst, frame in batch:
             t = members.get(dst)
             if t is None or t.closed:
                 self.lost += 1
                 continue
             self.delivered += 1
-            t.receive_frame(frame)
+            t.receive_frame(frame, src)
 
 
 class MemoryTransport(FramedTransport):
@@ -93,25 +92,14 @@ class MemoryTransport(FramedTransport):
     def _send_frame(self, dst, frame):
         if self.closed:
             return
-        self.network.send(self.node_id, dst, frame)
+        self.network.send(self.node_id, dst, frame[0] + frame[1])
 
-    def receive_frame(self, frame):
-        """A whole frame from the network: check the header as a TCP reader would, then the body."""
-        if len(frame) < HEADER:
-            self.reject("truncated", "frame shorter than its header")
-            return
-        try:
-            n = self.codec.body_length(frame[:HEADER])
-        except Rejected as e:
-            self.reject(e.why, e.detail)
-            return
-        body = frame[HEADER:]
-        if len(body) != n:
-            self.reject("truncated", "%d-byte body announced, %d bytes came" % (n, len(body)))
-            return
-        self.receive_body(body)
+    def receive_frame(self, frame, src=None):
+        """A whole frame from the network, parsed as a TCP reader parses it; `src` is the sender
+        the medium knows (the link the frame came on), as a TCP connection's bound peer."""
+        self.receive(self.codec.decode_frame, frame, src)
 
-    async def flush(self, timeout_s):
+    async def flush(self, timeout_s, in_flight=True):
         """Frames are in the network as soon as they are sent: nothing to wait for."""
 
     async def close(self):

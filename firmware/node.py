@@ -4,15 +4,14 @@ deadlines, quorum, duplicate and stale filtering, node-level faults and telemetr
 Every receive waits on the mailbox with a deadline (none in upstream-strict mode). Messages are
 filed under (phase, iteration) and sender, which makes a duplicate a second entry for the same
 sender (dropped, counted) and a message below the phase's floor stale (dropped, counted)."""
-import binascii
 
 from flhil.compat import asyncio, TimeoutError, heap, is_number, MICROPYTHON, version
 from flhil.clock import LoopClock, SkewedClock
 from flhil.faults import FaultyTransport, NodeFaults, has_link_faults, UP, DOWN, DEAD, BACK
 from flhil.telemetry import Telemetry
-from flhil.transport import TcpTransport
+from flhil.transport import TcpTransport, count_drop
 from flhil.vocab import new_counts
-from flhil.wire import Codec, DEFAULT_MAX_FRAME
+from flhil.wire import Codec
 
 TIMING_DEFAULTS = {
     "round_ms": 2000,        # server: wait for clients' replies in one round
@@ -26,6 +25,9 @@ TIMING_DEFAULTS = {
     "hang_report_ms": 2000,  # a wait longer than this is reported as `waiting`
 }
 MAX_BUFFERED_KEYS = 256
+# iterations a receiver accepts above its floor, per phase: the current and the next step (d1's
+# floor is one below the step, as a node still answers the peers one step behind); start-up: 0
+AHEAD = {"hello": 0, "go": 0, "cd": 1, "cu": 1, "d1": 2, "d2": 1, "t": 1}
 STARTUP_MARGIN_MS = 2000  # a client's wait for the go beyond the coordinator's barrier deadline
 HELLO_RESEND_US = 1000000  # a client at the start barrier says hello again after this long
 MAX_REPORT_US = 10000000  # a long wait is reported at least every 10 s, so a host sees it alive
@@ -53,10 +55,9 @@ class Node:
         self.clock = clock
         self.counts = new_counts()
         if transport is None:
-            codec = Codec(cfg.get("run", ""), binascii.unhexlify(cfg.get("key", "")),
-                          cfg.get("max_frame", DEFAULT_MAX_FRAME))
             listen = cfg.get("listen") or ["127.0.0.1", 6000 + self.id]
-            transport = TcpTransport(self.id, listen, codec, self.counts, self.tel)
+            transport = TcpTransport(self.id, listen, Codec.from_config(cfg), self.counts, self.tel,
+                                     limits=timing)
         else:
             transport.counts = self.counts
             transport.tel = self.tel
@@ -118,13 +119,25 @@ class Node:
                                   "i": i, "q": self._seq, "v": value})
 
     def _on_msg(self, msg):
+        """A message the parser accepted (wire.py: fields, roles, payload shape); here what depends
+        on the node's state: its step (below the floor: stale; beyond the window: future)."""
         p, i, src = msg["p"], msg["i"], msg["s"]
-        if self.faults.down and (self.faults.up_at is None or i < self.faults.up_at):
-            return  # a message of the step the node comes back at may arrive before it wakes up
-        if i < self._floor.get(p, 0):
+        floor = self._floor.get(p, 0)
+        if self.faults.down:
+            if self.faults.up_at is None or i < self.faults.up_at:
+                return  # a message of the step the node comes back at may arrive before it wakes up
+            floor = max(floor, self.faults.up_at)
+        if i < floor:
             self.counts["stale"] += 1
             self.tel.emit("drop", why="stale", src=src, p=p, i=i)
             return
+        if i > floor + AHEAD[p]:
+            if p != "cd":
+                count_drop(self.counts, self.tel, "future", "%s %d, floor %d" % (p, i, floor), src=src, p=p, i=i)
+                return
+            # the server is ahead (only the server sends cd): a client that fell behind follows it,
+            # keeping the newest two models at most
+            self._raise_floor(p, i - AHEAD[p])
         key = (p, i)
         got = self._box.get(key)
         if got is None:
@@ -145,6 +158,35 @@ class Node:
         if p == "d1" and self._dec is not None:
             self._answer_d1(i)
         self._arrival.set()
+
+    def _cb_error(self, src, p, i, e):
+        """A callback raised on a message: the message is dropped, counted with the error."""
+        count_drop(self.counts, self.tel, "cb_error", "%s: %s" % (type(e).__name__, e), total=None,
+                   src=src, p=p, i=i)
+
+    def _aggregate(self, cb, priv, got, p, i):
+        """cb(priv, payloads) over the messages heard, in sender order: (result, senders used).
+        When it raises, each message is tried alone and the ones it raises on are dropped
+        (callbacks are pure functions of their arguments); (None, 0) when none is left."""
+        order = sorted(got, key=_sender_order)
+        try:
+            return cb(priv, [got[c] for c in order]), len(order)
+        except Exception as e:
+            err = e
+        good = []
+        for c in order:
+            try:
+                cb(priv, [got[c]])
+                good.append(c)
+            except Exception as e:
+                self._cb_error(_sender_order(c), p, i, e)
+        if good:
+            try:
+                return cb(priv, [got[c] for c in good]), len(good)
+            except Exception as e:
+                err = e
+        self._cb_error(None, p, i, err)
+        return None, 0
 
     def _raise_floor(self, phase, i):
         if i <= self._floor.get(phase, 0):
@@ -183,7 +225,7 @@ class Node:
         right after its last exchange: every result is handed back only after what this node sent
         has left (bounded; the transport counts what could not)."""
         self.value = value
-        await self.net.flush(self.timing["recv_ms"] / 1000)
+        await self.net.flush(self.timing["recv_ms"] / 1000, in_flight=False)
         return value
 
     def _deadline(self, start_us, ms):
@@ -330,12 +372,15 @@ class Node:
             got = await self._await("cu", k, lambda g: len(g) >= len(clients),
                                     self._deadline(start, self.timing["round_ms"]),
                                     lambda g: [c for c in clients if c not in g])
-            msgs = [got[c] for c in sorted(got, key=_sender_order)]
-            skipped = len(msgs) < need
+            heard = len(got)
+            skipped = heard < need
             if not skipped:
-                data = server_cb(priv, msgs)
+                res, heard = self._aggregate(server_cb, priv, got, "cu", k)
+                skipped = heard < need
+                if not skipped:
+                    data = res
             self._raise_floor("cu", k + 1)
-            self._round_end(k, len(msgs), need, skipped, data, miss=[c for c in clients if c not in got])
+            self._round_end(k, heard, need, skipped, data, miss=[c for c in clients if c not in got])
         return data
 
     async def _central_client(self, client_cb, data, priv, iterations):
@@ -367,7 +412,15 @@ class Node:
                     self._round_end(s, 0, 1, True, data, behind=True)
                 self.tel.emit("round_start", i=j)
             model = self._box[("cd", j)][self.server]
-            data = client_cb(data, priv, model)
+            try:
+                new = client_cb(data, priv, model)
+            except Exception as e:
+                self._cb_error(self.server, "cd", j, e)
+                self._raise_floor("cd", j + 1)
+                self._round_end(j, 0, 1, True, data)
+                k = j + 1
+                continue
+            data = new
             self._send(self.server, "cu", j, data)
             self._raise_floor("cd", j + 1)
             self._round_end(j, 1, 1, False, data)
@@ -410,11 +463,12 @@ class Node:
             got = await self._await("d2", k, lambda g: len(g) >= len(peers),
                                     self._deadline(start, self.timing["round_ms"]),
                                     lambda g: [j for j in peers if j not in g])
-            payloads = [got[j] for j in sorted(got, key=_sender_order)]
-            skipped = not payloads
-            if not skipped:
-                data = server_cb(privateData, payloads)
-            self._round_end(k, len(payloads), len(peers), skipped, data, miss=[j for j in peers if j not in got])
+            heard = 0
+            if got:
+                res, heard = self._aggregate(server_cb, privateData, got, "d2", k)
+                if heard:
+                    data = res
+            self._round_end(k, heard, len(peers), not heard, data, miss=[j for j in peers if j not in got])
         self._dec["hist"][noIterations] = data
         self._dec["step"] = noIterations
         # as upstream, a node leaves only after answering every peer's last phase-1 message: a
@@ -437,8 +491,13 @@ class Node:
         for src in got:
             if src not in answered:
                 answered.add(src)
-                peer = src[0] if type(src) is tuple else src
-                self._send(peer, "d2", i, dec["cb"](value, dec["priv"], got[src]))
+                peer = _sender_order(src)
+                try:
+                    reply = dec["cb"](value, dec["priv"], got[src])
+                except Exception as e:
+                    self._cb_error(peer, "d1", i, e)
+                    continue
+                self._send(peer, "d2", i, reply)
         for old in [s for s in dec["answered"] if s < i - 1]:
             del dec["answered"][old]
 

@@ -11,8 +11,8 @@ FL_PHASES = ("cd", "cu", "d1", "d2", "t")
 
 # -- telemetry (telemetry.py; docs/design.md "Telemetry") --------------------------------------
 EVENTS = ("boot", "listen", "ready", "round_start", "round_end", "slot_start", "slot_end",
-          "slot_value", "fault", "drop", "waiting", "lag", "heap", "counts", "result", "error", "done",
-          "model")
+          "slot_value", "fault", "drop", "refused", "waiting", "lag", "heap", "low_heap", "counts",
+          "result", "error", "done", "model")
 TERMINAL_EVENT = "done"
 
 # `kind` of a `fault` event: what the fault layer injected
@@ -30,10 +30,21 @@ FAULT_KINDS = MESSAGE_FAULT_KINDS + NODE_FAULT_KINDS + REPLAY_KINDS
 PLAN_FAULT_KINDS = ("loss", "burst_loss", "delay", "dup", "reorder", "partition", "dropout", "rejoin",
                     "slot_jitter", "clock_skew")
 
-# `why` of a `drop` event: what a receiver refused
-FRAME_REJECTS = ("oversize", "truncated", "bad_tag", "bad_json", "bad_fields", "other_run")
-MESSAGE_DROPS = ("duplicate", "stale", "overflow")
+# `why` of a `drop` event: what a receiver refused. Frames, in the order the parser checks them
+# (wire.py): the length, the sender in clear, the tag, the JSON text, then the fields
+FRAME_REJECTS = ("oversize", "truncated", "bad_sender", "bad_tag", "too_deep", "bad_json", "bad_fields",
+                 "other_run", "bad_dest", "bad_phase", "bad_iter", "bad_payload")
+# messages the node refused: a duplicate, below the phase's floor (stale), beyond the window the
+# protocol allows (future), the mailbox full (overflow), a callback that raised on it (cb_error)
+MESSAGE_DROPS = ("duplicate", "stale", "future", "overflow", "cb_error")
 DROP_REASONS = FRAME_REJECTS + MESSAGE_DROPS
+# `why` of a `refused` event: connections a node closed (transport.py, "Bounded resources"):
+# over the connection limit, no valid frame in time (idle), a frame that took too long (slow),
+# the heap too low to take one more
+CONN_REFUSALS = ("conn_limit", "idle", "slow", "low_heap")
+# telemetry of frame rejects and refusals stops after this many events per reason (a flood must
+# not flood the log); the `counts` event keeps counting every one
+DROP_EVENTS_MAX = 20
 
 # fate of an FL message at its receiver (the run record's `fates`): used in its step, or not:
 # late (stale: dropped when it came after the receiver had left its step; unheard: it had not come
@@ -41,11 +52,12 @@ DROP_REASONS = FRAME_REJECTS + MESSAGE_DROPS
 FATES = ("in_time", "stale", "unheard", "lost", "dropped")
 LATE_FATES = ("stale", "unheard")
 
-# fields of a `counts` event: a node's transport counters
-COUNTERS = ("sent", "recv", "drop_fault", "duplicate", "stale", "rejected", "overflow")
-# what `[expect] drops` may bound: drop reasons (counted from `drop` events) and the counters of
-# refused or lost messages
-DROP_COUNTERS = DROP_REASONS + ("rejected", "drop_fault")
+# fields of a `counts` event: a node's transport counters. `rejected` sums the frame rejects and
+# `future`; `refused` sums the connection refusals; each reason also has its own counter
+COUNTERS = ("sent", "recv", "drop_fault", "rejected", "refused") + DROP_REASONS + CONN_REFUSALS
+# what `[expect] drops` may bound: drop reasons, refusals and the counters of refused or lost
+# messages
+DROP_COUNTERS = DROP_REASONS + CONN_REFUSALS + ("rejected", "refused", "drop_fault")
 
 # -- node outcome ----------------------------------------------------------------------------
 # ok: returned a result; crashed: killed by the fault plan; error: raised or reported an error;

@@ -180,6 +180,12 @@ class TimingConfig(ConfigModel):
     start_delay_ms: _ms(False, "from the coordinator's go to slot 0") | None = None
     linger_ms: _ms(False, "after the last round, keep answering late peers") | None = None
     hang_report_ms: _ms(True, "a wait longer than this is reported as `waiting`") | None = None
+    conn_pending: Int(1, description="connections a node holds before their first valid frame "
+                      "(default 4 on MicroPython, 16 on CPython); the quietest goes for a new one") | None = None
+    auth_ms: _ms(True, "a connection without a valid frame by then is closed (idle)") | None = None
+    frame_ms: _ms(True, "a frame unfinished this long after its first byte closes its connection (slow)") | None = None
+    low_heap: Int(0, description="MicroPython: below this many free heap bytes a node refuses new "
+                  "connections and reports `low_heap`") | None = None
 
     def check(self, at, ctx):
         if self.guard_ms is not None and self.slot_ms is not None and self.guard_ms >= self.slot_ms:

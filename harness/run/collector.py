@@ -17,7 +17,8 @@ from flhil.harness.run.telemetry import parse_line
 from flhil.vocab import TERMINAL_EVENT
 
 # events a long virtual run keeps when it does not keep everything
-ESSENTIAL_EVENTS = ("boot", "listen", "ready", "fault", "error", "result", "drop", "counts", "heap", "done")
+ESSENTIAL_EVENTS = ("boot", "listen", "ready", "fault", "error", "result", "drop", "refused", "counts",
+                    "heap", "low_heap", "done")
 WAIT_EVENTS = ("waiting", "round_start", "slot_start")
 
 

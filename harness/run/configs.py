@@ -4,6 +4,7 @@ import hashlib
 import secrets
 
 from flhil.harness.run.apps import BOARD_APP_PATH
+from flhil.auth import pair_table
 from flhil.harness.run.spec import DEFAULT_PORT
 from flhil.lagmon import PERIOD_MS as LAG_PERIOD_MS
 from flhil.wire import DEFAULT_MAX_FRAME
@@ -32,13 +33,14 @@ def max_frame(nodes, spec=None):
 
 
 def node_configs(spec, slots, run_id, key, wifi=None):
-    """One run config per node; node i runs where slots[i] says. Every address known in advance
+    """One run config per node; node i runs where slots[i] says; `key` (hex) is the run's secret,
+    from which each node's pair secrets are derived (auth.py). Every address known in advance
     goes into the config, so the coordinator's go stays small (a server with 63 clients cannot send
     63 copies of a table on a 192 KB heap)."""
     memory = all(s.address == MEMORY for s in slots)
     peers = {} if memory else {str(s.node): [s.address, DEFAULT_PORT] for s in slots
                                if s.address not in (None, ANNOUNCED)}
-    common = {"run": run_id, "key": key, "nodes": spec.nodes, "server": spec.server, "peers": peers,
+    common = {"run": run_id, "nodes": spec.nodes, "server": spec.server, "peers": peers,
               "app": spec.app, "args": spec.args, "timing": spec.timing, "strict": spec.strict,
               "seed": spec.seed, "faults": spec.faults, "max_frame": max_frame(spec.nodes, spec)}
     if not memory:  # in real time a node measures its own scheduling lag (virtual time has none)
@@ -48,8 +50,12 @@ def node_configs(spec, slots, run_id, key, wifi=None):
         common["app"] = user.module
     per_node = _app_tables(spec, slots)
     configs = []
+    secret = bytes.fromhex(key)
     for s in slots:
-        cfg = dict(common, node=s.node, listen=[MEMORY, s.node] if memory else [s.address, DEFAULT_PORT])
+        # the node's own links only (its pair secrets, 16 bytes a node), never the run's secret:
+        # a node can sign as itself only
+        cfg = dict(common, node=s.node, listen=[MEMORY, s.node] if memory else [s.address, DEFAULT_PORT],
+                   links=pair_table(secret, s.node, spec.nodes).hex())
         cfg.update(per_node[s.node])
         if user is not None:  # a board has the app on its flash; PC and in-memory nodes read it here
             cfg["app_path"] = user.dir if s.kind in ("pc", "memory") or memory else BOARD_APP_PATH

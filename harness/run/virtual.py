@@ -28,7 +28,7 @@ from flhil.harness.run.collector import NodeSlot
 from flhil.harness.run.configs import MEMORY
 from flhil.memnet import MemoryNetwork, MemoryTransport
 from flhil.telemetry import Telemetry
-from flhil.wire import Codec, DEFAULT_MAX_FRAME
+from flhil.wire import Codec
 
 DEFAULT_LATENCY_US = 100
 DEFAULT_MAX_WALL_S = 300.0
@@ -185,7 +185,7 @@ async def _node_task(cfg, network, sink, log=None):
     loop = asyncio.get_running_loop()
     clock = LoopClock(loop)
     tel = Telemetry(cfg["node"], clock, sink=sink)
-    codec = Codec(cfg["run"], bytes.fromhex(cfg["key"]), cfg.get("max_frame", DEFAULT_MAX_FRAME))
+    codec = Codec.from_config(cfg)
     app = None
     if cfg.get("app_path"):  # a user's app: one module object per node, as one interpreter per node
         app = load_instance(cfg["app_path"], cfg["app"], cfg["node"])

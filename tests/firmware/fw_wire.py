@@ -6,7 +6,7 @@ import struct
 
 import fwkit
 from flhil.apps import common, fedmean
-from flhil.auth import Hmac
+from flhil.auth import Hmac, LinkKeys, pair_table
 from flhil.compat import asyncio
 from flhil.prng import XorShift32, mix
 from flhil.wire import Codec, Rejected, DEFAULT_MAX_FRAME
@@ -80,30 +80,36 @@ KEY = b"k" * 16
 MSG = {"r": "run-a", "s": 1, "d": 0, "p": "cu", "i": 0, "q": 1, "v": 1.5}
 
 
-def rejected(codec, body):
+def codec(node, run="run-a", nodes=3, key=KEY, max_frame=16384):
+    return Codec(run, LinkKeys(node, nodes, pair_table(key, node, nodes)), 0, max_frame)
+
+
+def rejected(c, body, src=None):
     try:
-        codec.decode(body)
+        c.decode_frame(struct.pack(">I", len(body)) + body, src)
     except Rejected as e:
         return e.why
     return None
 
 
 def test_codec_round_trip_and_rejects():
-    c = Codec("run-a", KEY)
-    frame = c.encode(MSG)
+    c, c1 = codec(0), codec(1)
+    frame = c1.encode(MSG, 0)
     assert struct.unpack(">I", frame[:4])[0] == len(frame) - 4
-    assert c.decode(frame[4:]) == MSG
-    mac = Hmac(KEY)
+    assert c.decode(frame[4:38], frame[38:]) == MSG
+    assert c.decode_frame(frame, 1) == MSG
     assert rejected(c, frame[4:20]) == "truncated"
-    assert rejected(c, bytes(32) + frame[36:]) == "bad_tag"
-    assert rejected(c, mac.tag(b"{nope") + b"{nope") == "bad_json"
-    assert rejected(c, mac.tag(b"[1, 2]") + b"[1, 2]") == "bad_fields"
+    assert rejected(c, frame[4:6] + bytes(32) + frame[38:]) == "bad_tag"
+    assert rejected(c, frame[4:], 2) == "bad_sender"  # on the connection of node 2
+    assert rejected(codec(2), frame[4:]) == "bad_tag"  # for node 0, not 2
+    head, text = c1.frame(0, b"{nope")
+    assert rejected(c, (head + text)[4:]) == "bad_json"
     other = dict(MSG)
     other["r"] = "run-b"
-    assert rejected(c, Codec("run-b", KEY).encode(other)[4:]) == "other_run"
+    assert rejected(c, codec(1, "run-b").encode(other, 0)[4:]) == "other_run"
     bad_phase = dict(MSG)
     bad_phase["p"] = "zz"
-    assert rejected(c, c.encode(bad_phase)[4:]) == "bad_fields"
+    assert rejected(c, c1.encode(bad_phase, 0)[4:]) == "bad_phase"
     for header, why in ((struct.pack(">I", DEFAULT_MAX_FRAME + 1), "oversize"), (struct.pack(">I", 3), "truncated")):
         try:
             c.body_length(header)
@@ -111,55 +117,44 @@ def test_codec_round_trip_and_rejects():
         except Rejected as e:
             assert e.why == why
     try:
-        Codec("run-a", KEY, max_frame=256).encode({"r": "run-a", "v": "x" * 300})
+        codec(0, max_frame=256).encode({"r": "run-a", "v": "x" * 300}, 1)
         raise AssertionError("oversize frame encoded")
     except Rejected as e:
         assert e.why == "oversize"
 
 
+def test_link_keys_per_ordered_pair():
+    k0, k1, k2 = [LinkKeys(j, 3, pair_table(KEY, j, 3)) for j in range(3)]
+    msg = b"m"
+    assert k0.signer(1).tag(msg) == k1.verifier(0).tag(msg)  # 0 -> 1, both ends agree
+    assert k1.signer(0).tag(msg) == k0.verifier(1).tag(msg)
+    assert k0.signer(1).tag(msg) != k1.signer(0).tag(msg)    # the two directions differ
+    assert k0.signer(1).tag(msg) != k0.signer(2).tag(msg)
+    assert k2.signer(0).tag(msg) != k1.signer(0).tag(msg)    # 2 cannot sign as 1
+    # a table holds 16 bytes a node, the run's secret never
+    assert len(pair_table(KEY, 0, 254)) == 16 * 254
+
+
 # ---------------------------------------------------------------- malformed frames on a live node
-
-async def _send_and_close(addr, data):
-    """Connect (retrying until the node listens) and send raw bytes. MicroPython's open_connection
-    returns before the connect completes: a refused connect shows at the first write."""
-    for _ in range(400):
-        writer = None
-        try:
-            _, writer = await asyncio.open_connection(addr[0], addr[1])
-            writer.write(data)
-            await writer.drain()
-        except OSError:
-            if writer is not None:
-                writer.close()
-            await asyncio.sleep(0.005)
-            continue
-        await asyncio.sleep(0.01)
-        writer.close()
-        await writer.wait_closed()
-        return
-    raise AssertionError("cannot connect to %r" % (addr,))
-
 
 async def _inject(cfg):
     addr = cfg["listen"]
-    key = unhex(cfg["key"])
-    mac = Hmac(key)
-    own = Codec(cfg["run"], key)
+    own = Codec.from_config(dict(cfg, node=1))  # node 1's keys: a peer of node 0
     # the node drops the connection after these two
-    await _send_and_close(addr, struct.pack(">I", DEFAULT_MAX_FRAME + 1) + b"x" * 64)             # oversize
-    await _send_and_close(addr, struct.pack(">I", 100) + b"y" * 50)               # truncated body
+    await fwkit.send_raw(addr, struct.pack(">I", DEFAULT_MAX_FRAME + 1) + b"x" * 64)             # oversize
+    await fwkit.send_raw(addr, struct.pack(">I", 100) + b"y" * 50)               # truncated body
     # these are dropped one by one on one connection, which stays usable
-    bad = b"{not json"
     msg = {"r": cfg["run"], "s": 1, "d": 0, "p": "cu", "i": 0, "q": 9, "v": 99.0}
-    good = own.encode(msg)
+    good = own.encode(msg, 0)
     other = dict(msg)
     other["r"] = "another-run"
+    head, text = own.frame(0, b"{not json")
     frames = [
-        struct.pack(">I", 32 + len(bad)) + mac.tag(bad) + bad,                    # bad JSON, good tag
-        good[:4] + bytes(32) + good[36:],                                         # bad tag
-        Codec("another-run", key).encode(other),                                  # another run
+        head + text,                                                              # bad JSON, good tag
+        good[:6] + bytes(32) + good[38:],                                         # bad tag
+        Codec.from_config(dict(cfg, node=1, run="another-run")).encode(other, 0),  # another run
     ]
-    await _send_and_close(addr, b"".join(frames))
+    await fwkit.send_raw(addr, b"".join(frames))
 
 
 async def test_malformed_frames_rejected_node_keeps_working():

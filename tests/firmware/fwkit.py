@@ -4,7 +4,6 @@ loopback addresses, and a run of all of them on ONE event loop with telemetry co
 Addresses: 127.A.B.(k+1) for node k, one fixed port, with A, B and the port hashed from the
 test's name, the interpreter and a per-process nonce, so tests (the two interpreters, two copies of
 the suite) do not share an address."""
-import binascii
 
 from flhil.compat import asyncio, TimeoutError, MICROPYTHON
 from flhil.clock import LoopClock
@@ -12,15 +11,16 @@ from flhil.entry import run_node
 from flhil.prng import mix
 from flhil.telemetry import Telemetry
 from flhil.transport import TcpTransport, new_counts
-from flhil.wire import Codec, DEFAULT_MAX_FRAME
+from flhil.wire import Codec
 
 class Skip(Exception):
     """A test that cannot run here (mprun prints SKIP, pytest skips)."""
 
 
 # Bytes of MicroPython heap one in-process node needs (node, transport, connections, telemetry
-# kept by the test), measured on the unix port: ~5 KB per node plus ~3 KB per connection pair.
-NODE_HEAP = 13000
+# kept by the test), measured on the unix port: ~5 KB per node plus ~3 KB per connection pair,
+# and the fragmentation of a heap shared by several nodes.
+NODE_HEAP = 22000
 
 
 def need_heap(n, per_node=NODE_HEAP):
@@ -53,6 +53,8 @@ TIMING = {
     "start_delay_ms": 30,
     "linger_ms": 50,
     "hang_report_ms": 1000,
+    # the nodes of a test share one heap: a board's low-heap mark would refuse their connections
+    "low_heap": 0,
 }
 
 
@@ -129,25 +131,26 @@ class Run:
         return self.all_ev("error")
 
 
-def _keeper(events):
+def _keeper(events, not_kept):
     def keep(e):
-        if e["ev"] not in NOT_KEPT:
+        if e["ev"] not in not_kept:
             events.append(e)
     return keep
 
 
-async def run(cfgs, timeout_s=10.0, expect_timeout=False):
+async def run(cfgs, timeout_s=10.0, expect_timeout=False, not_kept=()):
     """Run every node of cfgs on this event loop. Returns a Run. A run that outlives timeout_s
-    fails the test unless expect_timeout (then run.timed_out is True)."""
+    fails the test unless expect_timeout (then run.timed_out is True). Events of the kinds in
+    not_kept (beside NOT_KEPT) are not kept."""
     need_heap(len(cfgs))
     r = Run(cfgs)
     clock = LoopClock()
     coros = []
     for cfg in cfgs:
         i = cfg["node"]
-        tel = Telemetry(i, clock, sink=_keeper(r.events[i]))
-        codec = Codec(cfg["run"], binascii.unhexlify(cfg["key"]), cfg.get("max_frame", DEFAULT_MAX_FRAME))
-        tr = TcpTransport(i, cfg["listen"], codec, new_counts(), tel)
+        tel = Telemetry(i, clock, sink=_keeper(r.events[i], NOT_KEPT + tuple(not_kept)))
+        tr = TcpTransport(i, cfg["listen"], Codec.from_config(cfg), new_counts(), tel,
+                          limits=cfg.get("timing"))
         r.transports.append(tr)
         coros.append(run_node(cfg, tr, clock, tel))
     try:
@@ -163,6 +166,47 @@ async def run(cfgs, timeout_s=10.0, expect_timeout=False):
         errs = r.errors()
         assert not errs, "node errors: %r" % (errs,)
     return r
+
+
+# ---------------------------------------------------------------- raw connections (attacks)
+
+async def connect(addr):
+    """(reader, writer) of a raw connection to a node, retrying until it listens."""
+    for _ in range(400):
+        try:
+            rd, w = await asyncio.open_connection(addr[0], addr[1])
+            return rd, w
+        except OSError:
+            await asyncio.sleep(0.005)
+    raise AssertionError("cannot connect to %r" % (addr,))
+
+
+async def send_raw(addr, data, hold_s=0.01):
+    """Connect, send raw bytes, close. MicroPython's connect completes at the first write: a
+    refused one shows there."""
+    for _ in range(400):
+        w = None
+        try:
+            _, w = await asyncio.open_connection(addr[0], addr[1])
+            w.write(data)
+            await w.drain()
+            break
+        except OSError:
+            if w is not None:
+                w.close()
+            await asyncio.sleep(0.005)
+    else:
+        raise AssertionError("cannot connect to %r" % (addr,))
+    await asyncio.sleep(hold_s)
+    await close_stream(w)
+
+
+async def close_stream(w):
+    try:
+        w.close()
+        await w.wait_closed()  # MicroPython closes the socket here only
+    except OSError:
+        pass
 
 
 def close(a, b, rel=1e-9):

@@ -8,6 +8,7 @@ from flhil.memnet import MemoryNetwork, MemoryTransport
 from flhil.telemetry import Telemetry
 from flhil.clock import LoopClock
 from flhil.transport import new_counts
+from flhil.auth import LinkKeys, pair_table
 from flhil.wire import Codec
 from flhil.harness.run.virtual import VirtualDeadlock, VirtualLoop
 
@@ -84,6 +85,10 @@ def test_real_time_bound_calls_on_overrun():
     assert run(main, max_wall_s=0.05) == "wall"
 
 
+def _codec(node, run="run", key=b"k" * 16):
+    return Codec(run, LinkKeys(node, 2, pair_table(key, node, 2)))
+
+
 def _pair(latency_us=250, key=b"k" * 16):
     net = MemoryNetwork(latency_us)
     got = {0: [], 1: []}
@@ -91,7 +96,7 @@ def _pair(latency_us=250, key=b"k" * 16):
     for i in (0, 1):
         clock = LoopClock()
         tel_events = []
-        t = MemoryTransport(net, i, Codec("run", key), new_counts(), Telemetry(i, clock, sink=tel_events.append))
+        t = MemoryTransport(net, i, _codec(i, key=key), new_counts(), Telemetry(i, clock, sink=tel_events.append))
         t.set_sink(lambda m, i=i: got[i].append((LoopClock().now_us(), m)))
         t.tel_events = tel_events
         ts.append(t)
@@ -120,10 +125,10 @@ def test_memory_transport_runs_the_codec_checks():
         net, (a, b), got = _pair()
         await a.start()
         await b.start()
-        frame = a.codec.encode({"r": "run", "s": 0, "d": 1, "p": "t", "i": 0, "q": 1, "v": 1})
+        frame = a.codec.encode({"r": "run", "s": 0, "d": 1, "p": "t", "i": 0, "q": 1, "v": 1}, 1)
         tampered = frame[:-2] + b"9}"
         net.send(0, 1, tampered)
-        other = Codec("other-run", b"k" * 16).encode({"r": "other-run", "s": 0, "d": 1, "p": "t", "i": 0, "v": 1})
+        other = _codec(0, "other-run").encode({"r": "other-run", "s": 0, "d": 1, "p": "t", "i": 0, "q": 1, "v": 1}, 1)
         net.send(0, 1, other)
         net.send(0, 1, frame[:-3])  # shorter than announced
         await asyncio.sleep(0.001)
