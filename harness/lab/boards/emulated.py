@@ -14,6 +14,7 @@ group, and an atexit hook plus a SIGTERM handler close every board still open.
 
 import atexit
 import errno
+import json
 import fcntl
 import os
 import select
@@ -36,6 +37,8 @@ SHIMS = Path(__file__).with_name("emulated_modules")
 BOOT_SCRIPT = SHIMS / "_flhil_boot.py"
 RAW_BANNER = b"raw REPL; CTRL-B to exit"
 FRIENDLY_PROMPT = b">>> "
+RUN_CONFIG = "flhil_run.json"
+GARBAGE_BYTES = 64  # sent every relay tick by a board misbehaving with "garbage"
 MAX_PENDING = 1 << 16  # bytes held for a user who does not read; beyond it the interpreter waits
 
 _live = weakref.WeakSet()
@@ -101,8 +104,15 @@ class EmulatedBoard(Node):
     kind = "emulated"
 
     def __init__(self, name, flash_dir, address="127.77.0.1", number=0, heap="192k",
-                 micropython=None, log_dir=None, autorun=True):
+                 micropython=None, log_dir=None, autorun=True, serial_number=None, access_point=None,
+                 on_port_change=None):
         self.name = name
+        self.serial_number = serial_number
+        self.access_point = access_point  # {"ssid", "password", "join_ms"}: the twin's Wi-Fi
+        self.on_port_change = on_port_change  # called with the board after it re-enumerated
+        self.misbehave = None  # None, "garbage", "silence" (for good) or "hang" (until power-cycled)
+        self.enumerations = 0  # times the USB port went away and came back under a new name
+        self._power_cycle = False
         self.address = address
         self.number = number
         self.flash_dir = Path(flash_dir).resolve()
@@ -127,8 +137,18 @@ class EmulatedBoard(Node):
 
     # -- supervisor ----------------------------------------------------------------------------
     def boot(self):
-        """Start the interpreter and the relay thread; returns at once (see wait_ready)."""
+        """Start the interpreter and the relay thread; returns at once (see wait_ready).
+
+        A run config left in flash by an earlier run is removed first: main.py would autorun it
+        at boot (and it may hold a Wi-Fi password)."""
         _install_cleanup()
+        try:
+            (self.flash_dir / RUN_CONFIG).unlink()
+        except FileNotFoundError:
+            pass
+        if self.access_point is not None:
+            with open(os.path.join(self._ctl, "wifi.json"), "w") as f:
+                json.dump(self.access_point, f)
         self._spawn("friendly" if self.autorun else "raw-skip")
         self._thread = threading.Thread(target=self._relay, name=f"emu-{self.name}", daemon=True)
         self._thread.start()
@@ -238,6 +258,8 @@ class EmulatedBoard(Node):
                     to_user += self._restart()
                     continue
                 data = self._watch_child(data)
+                if self.misbehave:
+                    data = b""  # garbage, silence, hang: nothing true reaches the user
                 if data:
                     # Boards send "\r\n"; the unix port writes a bare "\n" from print().
                     out = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
@@ -245,12 +267,15 @@ class EmulatedBoard(Node):
                         out = out[1:]
                     to_user += out
                     last = data[-1:]
+            if self.misbehave == "garbage" and len(to_user) < MAX_PENDING:
+                to_user += os.urandom(GARBAGE_BYTES).replace(b">", b"?")
             if self._user_master in r:
                 try:
                     data = os.read(self._user_master, 4096)
                 except OSError:
                     data = b""
-                self._from_user(data)
+                if not self.misbehave:
+                    self._from_user(data)
             if self._user_master in w and to_user:
                 try:
                     n = os.write(self._user_master, to_user)
@@ -317,12 +342,47 @@ class EmulatedBoard(Node):
     def _restart_locked(self, was_raw):
         self._reap()
         marker = os.path.join(self._ctl, "hard_reset")
-        hard = os.path.exists(marker)
-        if hard:
+        hard = os.path.exists(marker) or self._power_cycle
+        if os.path.exists(marker):
             os.unlink(marker)
+        if self._power_cycle and self.misbehave == "hang":
+            self.misbehave = None
+        self._power_cycle = False
         self.restarts += 1
+        if hard and self.serial_number is not None:
+            self._reenumerate()  # a board with a USB serial number is a twin: its port goes away
         self._spawn("raw" if was_raw and not hard else "friendly")
         return b"" if hard else b"MPY: soft reboot\r\n"
+
+    def _reenumerate(self):
+        """The USB device goes away and comes back under another name (the new pty is opened
+        before the old one closes, so the kernel cannot hand out the same number)."""
+        master, slave = _raw_pty()
+        os.set_blocking(master, False)
+        old = (self._user_master, self._user_slave)
+        self._user_master, self._user_slave = master, slave
+        self.port = os.ttyname(slave)
+        for fd in old:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.enumerations += 1
+        if self._node is not None:
+            self._node.port = self.port
+        if self.on_port_change is not None:
+            self.on_port_change(self)
+
+    def power_cycle(self, timeout=10.0):
+        """Cut the power and restore it: the interpreter dies, the port re-enumerates, the board
+        boots as after power-up (a "hang" misbehaviour is gone); returns once it is ready."""
+        with self._lock:
+            if self._closing:
+                raise BoardError(self.name, "closed")
+            self.ready.clear()
+            self._power_cycle = True
+            self._kill()  # the relay sees the end of the child and restarts it as a hard reset
+        return self.wait_ready(timeout)
 
     def _kill(self):
         proc = self._proc
@@ -404,11 +464,14 @@ def _take_ctty():
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
-class EmulatedLab:
-    """N emulated boards `emu0..emuN-1` with flash dirs under `root` and addresses 127.77.0.(i+1)."""
+class EmulatedRack:
+    """N emulated boards `emu0..emuN-1` with flash dirs under `root` and addresses 127.77.0.(i+1)
+    (or `addresses`). With `serials` (one USB serial number each) they are twins of real boards:
+    a reset re-enumerates the port (`on_port_change` is told), and `access_point` is their Wi-Fi."""
 
     def __init__(self, count, root=None, heap="192k", micropython=None, ip_prefix="127.77.0.",
-                 log_dir=None, autorun=True, prefix="emu"):
+                 log_dir=None, autorun=True, prefix="emu", addresses=None, serials=None,
+                 access_point=None, on_port_change=None):
         self._tmp = None
         if root is None:
             self._tmp = tempfile.mkdtemp(prefix="flhil-lab-")
@@ -418,8 +481,11 @@ class EmulatedLab:
         try:
             for i in range(count):
                 self.boards.append(EmulatedBoard(
-                    f"{prefix}{i}", self.root / f"{prefix}{i}", address=f"{ip_prefix}{i + 1}", number=i,
-                    heap=heap, micropython=micropython, log_dir=log_dir, autorun=autorun))
+                    f"{prefix}{i}", self.root / f"{prefix}{i}",
+                    address=addresses[i] if addresses else f"{ip_prefix}{i + 1}", number=i,
+                    heap=heap, micropython=micropython, log_dir=log_dir, autorun=autorun,
+                    serial_number=serials[i] if serials else None, access_point=access_point,
+                    on_port_change=on_port_change))
         except BaseException:
             self.close()
             raise
@@ -460,8 +526,8 @@ class EmulatedLab:
 
 
 def start_emulated(count, timeout=10.0, **kw):
-    """Start `count` emulated boards and return the ready EmulatedLab (close it when done).
+    """Start `count` emulated boards and return the ready EmulatedRack (close it when done).
 
-    Keywords are those of EmulatedLab (root, heap, micropython, ip_prefix, log_dir, autorun).
+    Keywords are those of EmulatedRack (root, heap, micropython, ip_prefix, log_dir, autorun).
     """
-    return EmulatedLab(count, **kw).start(timeout)
+    return EmulatedRack(count, **kw).start(timeout)
