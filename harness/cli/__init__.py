@@ -118,10 +118,15 @@ def cmd_run(args):
                 backend = make_backend("virtual", run_dirs=lab.run_dir)
             else:
                 backend = make_backend("realtime", lab=lab, boards=case.nodes.boards, hil=args.hil)
-            clean = []
-            if pipeline.needs_clean_run(case.expect):
-                clean = [pipeline.execute(pipeline.clean_spec(spec), backend, name="clean-" + case.id)]
-            judged = rerun.run_judged(spec, backend, case.expect, clean=clean, name=case.id)
+            try:
+                clean = []
+                if pipeline.needs_clean_run(case.expect):
+                    clean = [pipeline.execute(pipeline.clean_spec(spec), backend, name="clean-" + case.id)]
+                judged = rerun.run_judged(spec, backend, case.expect, clean=clean, name=case.id)
+            except HarnessError as e:
+                print("ERROR %s  %s" % (case.id, e))
+                failed += 1
+                continue
             record, report = judged.record, judged.verdict
             stem = os.path.splitext(os.path.basename(scenario.path))[0]
             path = record.save(os.path.join(args.report_dir, "records", "%s-%s.json" % (stem, case.id)))

@@ -18,6 +18,10 @@ def run_identity(spec, deterministic):
     return "r-" + secrets.token_hex(4), secrets.token_hex(16)
 
 
+def _port(slot):
+    return getattr(slot, "port", None) or DEFAULT_PORT
+
+
 def max_frame(nodes):
     """Largest frame: the default, or room for the start-up address table of a large run."""
     return max(DEFAULT_MAX_FRAME, 32 * nodes + 4096)
@@ -28,7 +32,7 @@ def node_configs(spec, slots, run_id, key, wifi=None):
     goes into the config, so the coordinator's go stays small (a server with 63 clients cannot send
     63 copies of a table on a 192 KB heap)."""
     memory = all(s.address == MEMORY for s in slots)
-    peers = {} if memory else {str(s.node): [s.address, DEFAULT_PORT] for s in slots
+    peers = {} if memory else {str(s.node): [s.address, _port(s)] for s in slots
                                if s.address not in (None, ANNOUNCED)}
     common = {"run": run_id, "key": key, "nodes": spec.nodes, "server": spec.server, "peers": peers,
               "app": spec.app, "args": spec.args, "timing": spec.timing, "strict": spec.strict,
@@ -37,7 +41,7 @@ def node_configs(spec, slots, run_id, key, wifi=None):
         common["monitor_ms"] = LAG_PERIOD_MS
     configs = []
     for s in slots:
-        cfg = dict(common, node=s.node, listen=[MEMORY, s.node] if memory else [s.address, DEFAULT_PORT])
+        cfg = dict(common, node=s.node, listen=[MEMORY, s.node] if memory else [s.address, _port(s)])
         if wifi and s.kind == "serial":
             cfg["wifi"] = wifi
         configs.append(cfg)

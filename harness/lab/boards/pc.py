@@ -16,9 +16,11 @@ class PcNode:
     kind = "pc"
 
     def __init__(self, name, address, interpreter="cpython", workdir=None, micropython="micropython",
-                 heap_kb=None):
+                 heap_kb=None, port=None, hidden_env=()):
         self.name = name
         self.address = address
+        self.listen_port = port  # None: the default port (every PC node has an address of its own)
+        self.hidden_env = tuple(hidden_env)  # variables its process must not see (the Wi-Fi password)
         self.interpreter = interpreter
         self.micropython = micropython
         self.heap_kb = heap_kb
@@ -48,6 +50,8 @@ class PcNode:
         with open(cfg_path, "w") as f:
             json.dump(run_config, f)
         env = dict(os.environ, MICROPYPATH=micropython_path() + ":.frozen", PYTHONHASHSEED="0")
+        for name in self.hidden_env:
+            env.pop(name, None)
         self.proc = reaper.spawn(self._argv(cfg_path), cwd=self.workdir, env=env, stdin=None,
                                  stdout=__import__("subprocess").PIPE,
                                  stderr=__import__("subprocess").STDOUT)
