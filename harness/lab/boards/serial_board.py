@@ -14,6 +14,7 @@ from flhil.harness.errors import BoardError
 from flhil.harness.secrets import redact, secrets_of
 
 
+POWER_CYCLE_S = 15.0  # a Pico W is back on USB ~1 s after power returns
 MAIN_ERROR = "flhil main: error:"  # what the board's main.py prints when the node cannot run
 WIFI_STATUS = {-1: "connection failed", -2: "no access point with that ssid", -3: "wrong password",
                0: "idle", 1: "still connecting", 2: "no IP address yet"}
@@ -208,7 +209,7 @@ class SerialBoard(Node):
             self._log = None
 
     # -- provisioning ----------------------------------------------------------------------------
-    def answer(self, timeout=10.0):
+    def answer(self, timeout=5.0):
         """The raw REPL, power-cycling the board once (when it has a power command) if it does
         not answer; the reason is kept in `recoveries`."""
         try:
@@ -219,7 +220,7 @@ class SerialBoard(Node):
             if not self.power_cycle_cmd:
                 raise
             self.recoveries.append(f"did not answer ({e.why}); power-cycled with {' '.join(self.power_cycle_cmd)}")
-        self.power_cycle()
+        self.power_cycle(timeout=POWER_CYCLE_S)
         return self.repl
 
     def join_wifi(self, ssid, password, timeout=20.0):
