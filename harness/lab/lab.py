@@ -12,6 +12,7 @@ import time
 
 from flhil.harness import FIRMWARE_DIR
 from flhil.harness.lab.boards.pc import PcNode
+from flhil.harness.run.spec import DEFAULT_PORT
 from flhil.harness.errors import BoardError, HarnessError
 
 LOCK_DIR = os.path.join(tempfile.gettempdir(), "flhil-locks")
@@ -208,6 +209,9 @@ class Lab:
                     continue  # another healthy board may stand in
             if len(picked) < boards:
                 raise LabError("; ".join(self.broken.values()))
+            for board in picked:
+                # a port of its own per run: the listener of the run before may outlive its Ctrl-C
+                board.listen_port = DEFAULT_PORT + 1 + self._runs % 1000
             if count > boards and self.spec.network is not None:
                 host = self.spec.network.host_address
         else:

@@ -379,10 +379,16 @@ class EmulatedBoard(Node):
         with self._lock:
             if self._closing:
                 raise BoardError(self.name, "closed")
-            self.ready.clear()
+            before = self.restarts
             self._power_cycle = True
             self._kill()  # the relay sees the end of the child and restarts it as a hard reset
-        return self.wait_ready(timeout)
+        # back on USB once the interpreter runs again (main.py may run: no prompt to wait for)
+        deadline = time.monotonic() + timeout
+        while self.restarts == before:
+            if time.monotonic() > deadline:
+                raise BoardError(self.name, f"did not come back within {timeout:.1f}s of a power cycle")
+            time.sleep(0.02)
+        return self
 
     def _kill(self):
         proc = self._proc

@@ -61,6 +61,7 @@ class SerialBoard(Node):
         self.prefix = prefix
         self.line_timeout = line_timeout
         self.heap_kb = heap_kb  # the heap budget of heap expectations (the lab's heap_kb)
+        self.listen_port = None  # the TCP port of its node (set per run by the lab)
         self.recoveries = []  # what made the harness power-cycle the board, one line each
         self.secrets = []
         self.received = []
