@@ -177,7 +177,8 @@ class Lab:
             self._check_heap("emu%d" % k, emu.heap_kb, "emulated.heap_kb")
             board = EmulatedBoard("emu%d" % k, os.path.join(self.workdir, "flash", "emu%d" % k),
                                   address=next(self._emu_addresses), number=k, heap="%dk" % emu.heap_kb,
-                                  micropython=emu.micropython, log_dir=os.path.join(self.workdir, "boards"))
+                                  micropython=emu.micropython, log_dir=os.path.join(self.workdir, "boards"),
+                                  autorun=False)  # the harness starts every run; nothing runs at boot
             self.emulated.append(board)
             started.append(board.boot())
         for board in started:  # booted together, waited for together

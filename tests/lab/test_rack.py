@@ -162,3 +162,19 @@ def test_pc_nodes_of_a_rack_never_see_the_wifi_password(tmp_path):
         assert PASSWORD.encode() not in environ
     finally:
         node.close()
+
+
+def test_a_second_run_of_an_eight_board_scenario_starts_from_a_clean_flash(tmp_path):
+    """The run config of one run is not on the flash at the next (it would autorun at boot)."""
+    scenario = tmp_path / "scenarios" / "eight.toml"
+    scenario.parent.mkdir()
+    scenario.write_text((REPO / "scenarios/centralized/clean.toml").read_text()
+                        .replace('"nodes.count" = [3, 8]', '"nodes.count" = [8]').replace("count = 4\nboards = 2", "count = 8\nboards = 8")
+                        .replace("iterations = 10", "iterations = 3"))
+    for attempt in (1, 2):
+        run = subprocess.run([sys.executable, "-m", "flhil.harness", "run", str(scenario),
+                              "--report-dir", str(tmp_path / "reports")], capture_output=True, text=True,
+                             timeout=120)
+        assert run.returncode == 0 and "PASS" in run.stdout, (attempt, run.stdout[-2000:], run.stderr[-2000:])
+    flash = tmp_path / "reports" / "cli-lab" / "flash"
+    assert not list(flash.rglob("flhil_run.json"))
