@@ -1,8 +1,8 @@
-"""Boards: the Node interface and its serial and emulated implementations."""
+"""Boards: the Board interface and its serial and emulated implementations."""
 
-from flhil.harness.lab.boards.base import Node
+from flhil.harness.lab.boards.base import Board
 
-__all__ = ["Node", "SerialBoard", "EmulatedBoard", "EmulatedRack", "start_emulated"]
+__all__ = ["Board", "SerialBoard", "EmulatedBoard", "EmulatedRack", "start_emulated"]
 
 
 def __getattr__(name):  # lazy: importing the interface must not pull in pyserial or threads

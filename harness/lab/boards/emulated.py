@@ -7,12 +7,12 @@ with "MPY: soft reboot" instead of ending it, Ctrl-C interrupts running code, an
 "\\r\\n". The flash directory survives restarts; it is the interpreter's cwd, its first sys.path
 entry and, through an `os`/`open` shim, its "/" (so mpremote's `:/lib/x.py` lands in flash/lib).
 
-Children never outlive their board: each runs in its own session with its pty as controlling
-terminal (the kernel hangs it up if this process dies, even by SIGKILL), close() kills the process
-group, and an atexit hook plus a SIGTERM handler close every board still open.
+Children never outlive their board: each is started by the reaper (`lab/reaper.py`: its own
+session, killed by the kernel when the harness dies, even by SIGKILL) with its pty as controlling
+terminal, close() kills the process group, and the reaper closes every board still open at exit
+and on SIGTERM.
 """
 
-import atexit
 import errno
 import json
 import fcntl
@@ -27,10 +27,10 @@ import termios
 import threading
 import time
 import tty
-import weakref
 from pathlib import Path
 
-from flhil.harness.lab.boards.base import Node
+from flhil.harness.lab import reaper
+from flhil.harness.lab.boards.base import Board
 from flhil.harness.errors import BoardError, HarnessError
 
 SHIMS = Path(__file__).with_name("emulated_modules")
@@ -41,7 +41,6 @@ RUN_CONFIG = "flhil_run.json"
 GARBAGE_BYTES = 64  # sent every relay tick by a board misbehaving with "garbage"
 MAX_PENDING = 1 << 16  # bytes held for a user who does not read; beyond it the interpreter waits
 
-_live = weakref.WeakSet()
 _resolved = {}
 
 
@@ -69,28 +68,6 @@ def resolve_micropython(path=None):
     return found
 
 
-def _close_all():
-    for board in list(_live):
-        board.close()
-
-
-def _on_sigterm(signum, frame):
-    _close_all()
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
-
-
-def _install_cleanup():
-    if getattr(_install_cleanup, "done", False):
-        return
-    _install_cleanup.done = True
-    atexit.register(_close_all)
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            if signal.getsignal(sig) == signal.SIG_DFL:
-                signal.signal(sig, _on_sigterm)
-
-
 def _raw_pty():
     """A pty pair in raw mode; the slave keeps the settings because we hold it open."""
     master, slave = os.openpty()
@@ -98,7 +75,7 @@ def _raw_pty():
     return master, slave
 
 
-class EmulatedBoard(Node):
+class EmulatedBoard(Board):
     """One emulated Pico W. Start it with `boot()`, then use `port` like a serial device path."""
 
     kind = "emulated"
@@ -133,7 +110,7 @@ class EmulatedBoard(Node):
         self._thread = None
         self._node = None
         self._lock = threading.Lock()
-        _live.add(self)
+        reaper.track(self)
 
     # -- supervisor ----------------------------------------------------------------------------
     def boot(self):
@@ -141,7 +118,6 @@ class EmulatedBoard(Node):
 
         A run config left in flash by an earlier run is removed first: main.py would autorun it
         at boot (and it may hold a Wi-Fi password)."""
-        _install_cleanup()
         try:
             (self.flash_dir / RUN_CONFIG).unlink()
         except FileNotFoundError:
@@ -170,9 +146,8 @@ class EmulatedBoard(Node):
         cmd = [self.binary, "-X", f"heapsize={self.heap}", "-i", str(BOOT_SCRIPT), str(self.flash_dir),
                self._ctl, self.address, str(self.number), boot_mode]
         try:
-            self._proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave,
-                                          cwd=self.flash_dir, start_new_session=True,
-                                          preexec_fn=_take_ctty)
+            self._proc = reaper.spawn(cmd, preexec=_take_ctty, stdin=slave, stdout=slave, stderr=slave,
+                                      cwd=self.flash_dir)
         finally:
             os.close(slave)
         os.set_blocking(master, False)
@@ -391,17 +366,8 @@ class EmulatedBoard(Node):
         return self
 
     def _kill(self):
-        proc = self._proc
-        if proc is None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # its own session and process group
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        if self._proc is not None:
+            reaper.kill(self._proc, grace_s=0)  # its own session and process group, at once
 
     def _reap(self):
         self._kill()
@@ -416,7 +382,7 @@ class EmulatedBoard(Node):
     def pid(self):
         return self._proc.pid if self._proc else None
 
-    # -- Node interface (through the pty, exactly as a serial board) --------------------------
+    # -- Board interface (through the pty, exactly as a serial board) -------------------------
     def node(self):
         """The SerialBoard that talks to this board through its pty (opened on first use)."""
         if self._node is None:
@@ -458,7 +424,7 @@ class EmulatedBoard(Node):
             except OSError:
                 pass
         shutil.rmtree(self._ctl, ignore_errors=True)
-        _live.discard(self)
+        reaper.forget(self)
 
     def __repr__(self):
         return f"EmulatedBoard({self.name!r}, port={self.port!r}, address={self.address!r})"

@@ -8,11 +8,14 @@ import time
 
 from flhil.harness import micropython_path
 from flhil.harness.lab import reaper
+from flhil.harness.lab.boards.base import Board
 from flhil.harness.errors import BoardError, HarnessError
 
 
 
-class PcNode:
+class PcNode(Board):
+    """A node as a process on this PC (CPython or the unix port), started per run."""
+
     kind = "pc"
 
     def __init__(self, name, address, interpreter="cpython", workdir=None, micropython="micropython",

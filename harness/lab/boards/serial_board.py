@@ -8,7 +8,7 @@ import serial
 
 from flhil.harness.lab import deploy as deploy_mod
 from flhil.harness.lab import discovery
-from flhil.harness.lab.boards.base import Node
+from flhil.harness.lab.boards.base import Board
 from flhil.harness.lab.boards.rawrepl import RawRepl
 from flhil.harness.errors import BoardError
 from flhil.harness.secrets import redact, secrets_of
@@ -36,7 +36,7 @@ print(("IP %%s" %% w.ifconfig()[0]) if w.isconnected() else ("FAIL %%d %%d" %% (
 """
 
 
-class SerialBoard(Node):
+class SerialBoard(Board):
     """A board reached through its REPL. Every line it prints goes to `<log_dir>/<name>.log`.
 
     Lines of the current run stay in `received` even after a BoardError, which is kept in `error`.
@@ -141,7 +141,7 @@ class SerialBoard(Node):
                 pass
         self._serial = self._repl = self._stream = None
 
-    # -- Node ----------------------------------------------------------------------------------
+    # -- Board ------------------------------------------------------------------------------------
     def prepare(self, firmware, compile=True, force=False, timeout=60.0):
         """Deploy a firmware tree (or a prebuilt {remote: local} map); returns a DeployResult."""
         files = firmware if isinstance(firmware, dict) else deploy_mod.build(
