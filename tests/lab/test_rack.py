@@ -178,3 +178,27 @@ def test_a_second_run_of_an_eight_board_scenario_starts_from_a_clean_flash(tmp_p
         assert run.returncode == 0 and "PASS" in run.stdout, (attempt, run.stdout[-2000:], run.stderr[-2000:])
     flash = tmp_path / "reports" / "cli-lab" / "flash"
     assert not list(flash.rglob("flhil_run.json"))
+
+
+def test_a_board_reset_mid_session_is_found_again_and_the_next_run_passes(tmp_path):
+    """Between two runs of one session the board power-cycles on its own: its port re-enumerates,
+    the harness finds it by serial number and runs on it (no power command needed)."""
+    from flhil.harness.run import pipeline
+    from flhil.harness.run.realtime import LabBackend
+    from flhil.harness.run.spec import RunSpec
+    rack = _rack(1, tmp_path)
+    spec = RunSpec(app="central_avg", algorithm="centralized", nodes=2, args={"iterations": 2})
+    try:
+        with _lab(rack, tmp_path, power=False) as lab:
+            backend = LabBackend(lab=lab, boards=1, hil=True)
+            first = pipeline.execute(spec, backend)
+            assert [first.status(i) for i in (0, 1)] == ["ok", "ok"], first.data["errors"]
+            twin = rack.rack[0]
+            before = twin.port
+            twin.power_cycle()
+            assert twin.port != before
+            second = pipeline.execute(spec, backend)
+            assert [second.status(i) for i in (0, 1)] == ["ok", "ok"], second.data["errors"]
+            assert lab.real[0].port == twin.port and not second.data["notes"]
+    finally:
+        rack.close()

@@ -218,9 +218,14 @@ class SerialBoard(Board):
             repl.enter(timeout=timeout)
             return repl
         except BoardError as e:
-            if not self.power_cycle_cmd:
-                raise
-            self.recoveries.append(f"did not answer ({e.why}); power-cycled with {' '.join(self.power_cycle_cmd)}")
+            first = e
+        if self.serial_number and not self.url and discovery.find_port(self.serial_number) not in (None, self.port):
+            # it reset and came back under another device name: the same board, found again
+            self._reconnect(timeout)
+            return self.repl
+        if not self.power_cycle_cmd:
+            raise first
+        self.recoveries.append(f"did not answer ({first.why}); power-cycled with {' '.join(self.power_cycle_cmd)}")
         self.power_cycle(timeout=POWER_CYCLE_S)
         return self.repl
 
