@@ -55,6 +55,8 @@ class Rfc2217Exporter:
 
     def _session(self, conn):
         conn.settimeout(0.05)
+        # the raw REPL is many small round trips: Nagle's algorithm would hold each answer back
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         ser = self._open(time.monotonic() + 10)
         if ser is None:
             return
