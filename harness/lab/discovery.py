@@ -11,6 +11,8 @@ from types import SimpleNamespace
 from serial.tools import list_ports
 
 RPI_VID = 0x2E8A
+BOOTLOADER_PIDS = (0x0003, 0x000F)  # RP2040 and RP2350 in BOOTSEL mode: a USB drive, no serial port
+USB_DEVICES = "/sys/bus/usb/devices"
 
 
 @dataclass(frozen=True)
@@ -123,3 +125,24 @@ def serial_number_of(port, comports=None):
         if p.device == port:
             return p.serial_number
     return None
+
+
+def bootloader_boards(root=USB_DEVICES):
+    """USB serial numbers (or bus paths) of Picos attached in their bootloader (BOOTSEL), which
+    have no serial port and no REPL; [] where sysfs is not there."""
+    found = []
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return found
+    for name in names:
+        def attr(key):
+            try:
+                with open(os.path.join(root, name, key)) as f:
+                    return f.read().strip()
+            except OSError:
+                return None
+        vid, pid = attr("idVendor"), attr("idProduct")
+        if vid and pid and int(vid, 16) == RPI_VID and int(pid, 16) in BOOTLOADER_PIDS:
+            found.append(attr("serial") or name)
+    return found

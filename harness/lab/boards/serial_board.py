@@ -94,8 +94,12 @@ class SerialBoard(Board):
             if not self.port:
                 attached = ", ".join(f"{b.serial_number} ({b.port})" for b in discovery.list_boards()
                                      if b.serial_number) or "none"
+                stuck = discovery.bootloader_boards()
+                hint = (f"; in the bootloader (BOOTSEL: a USB drive, no serial port, no REPL): "
+                        f"{', '.join(stuck)}, power-cycle it without BOOTSEL pressed or flash MicroPython"
+                        if stuck else "")
                 raise BoardError(self.name, f"no board with USB serial number {self.serial_number} "
-                                            f"attached; attached Pico boards: {attached}")
+                                            f"attached; attached Pico boards: {attached}{hint}")
         return self.port
 
     def open(self):
