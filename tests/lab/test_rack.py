@@ -202,3 +202,46 @@ def test_a_board_reset_mid_session_is_found_again_and_the_next_run_passes(tmp_pa
             assert lab.real[0].port == twin.port and not second.data["notes"]
     finally:
         rack.close()
+
+
+def test_a_slow_wifi_join_is_waited_for(tmp_path):
+    from flhil.harness.lab.twins import SLOW_JOIN_MS
+    rack = _rack(1, tmp_path, misbehave={"twin0": "wifi-slow"})
+    try:
+        with _lab(rack, tmp_path) as lab:
+            t = time.monotonic()
+            board = lab.allocate(1, 1, True, str(tmp_path / "run"))[0]
+            assert time.monotonic() - t >= SLOW_JOIN_MS / 1000 and board.address == rack.rack[0].address
+    finally:
+        rack.close()
+
+
+def test_a_board_that_resets_mid_run_fails_its_run_naming_it_and_the_others_results_are_kept(tmp_path):
+    import threading
+    from flhil.harness.run import pipeline
+    from flhil.harness.run.realtime import LabBackend
+    from flhil.harness.run.spec import RunSpec
+    rack = _rack(1, tmp_path)
+    spec = RunSpec(app="central_avg", algorithm="centralized", nodes=3, server=1, args={"iterations": 40},
+                   timing={"round_ms": 300})
+    try:
+        with _lab(rack, tmp_path, power=False) as lab:
+            backend = LabBackend(lab=lab, boards=1, hil=True)
+            board = lab.provision(lab.real_boards()[0])
+            lines = board.lines
+
+            def lines_then_reset(deadline):  # the twin resets once the rounds run
+                for k, line in enumerate(lines(deadline)):
+                    if k == 15:
+                        threading.Thread(target=rack.rack[0].power_cycle).start()
+                    yield line
+            board.lines = lines_then_reset
+            t = time.monotonic()
+            record = pipeline.execute(spec, backend)
+            assert time.monotonic() - t < 60
+            assert record.status(0) == "error"
+            errors = " ".join(e["msg"] for e in record.data["errors"] if e["node"] == 0)
+            assert "twin0" in errors and ("reset" in errors or "port" in errors), errors
+            assert record.data["nodes"]["1"]["events"] and Path(record.data["nodes"]["1"]["log"]).exists()
+    finally:
+        rack.close()
