@@ -85,7 +85,7 @@ def free_ports(host, count):
             s.close()
 
 
-def _subnet_hosts(subnet, offset):
+def subnet_hosts(subnet, offset):
     """Addresses of `subnet` moved `offset` /24 blocks up, inside 127.0.0.0/8."""
     net = ipaddress.ip_network(subnet, strict=False)
     base = ipaddress.ip_address(int(net.network_address) + offset * 256)
@@ -106,7 +106,7 @@ class Lab:
         self._subnet_lock = None
         if subnet_offset is None:
             subnet_offset, self._subnet_lock = reserve_subnet_blocks(spec.emulated.subnet)
-        self._emu_addresses = _subnet_hosts(spec.emulated.subnet, subnet_offset)
+        self._emu_addresses = subnet_hosts(spec.emulated.subnet, subnet_offset)
         self._subnet_offset = subnet_offset
         self.emulated = []
         self.real = []
@@ -230,7 +230,7 @@ class Lab:
         """PC nodes on loopback addresses of their own, or all on `host` (the address boards reach
         this PC at), each on a free port; the Wi-Fi password is kept out of their environment."""
         # the PC nodes of earlier runs are gone, so every run takes the PC block from its start
-        addresses = _subnet_hosts(self.spec.emulated.subnet, self._subnet_offset + 1)
+        addresses = subnet_hosts(self.spec.emulated.subnet, self._subnet_offset + 1)
         ports = free_ports(host, count) if host else [None] * count
         hidden = [self.spec.network.password_env] if self.spec.network is not None else []
         return [PcNode("pc%d" % k, host or next(addresses), self.spec.pc.interpreter,

@@ -19,9 +19,11 @@ import sys
 import tempfile
 import threading
 
+from flhil.harness.config.lab import DEFAULT_SUBNET
 from flhil.harness.errors import HarnessError
 from flhil.harness.lab import discovery
 from flhil.harness.lab.boards.emulated import EmulatedRack
+from flhil.harness.lab.lab import reserve_subnet_blocks, subnet_hosts
 
 DEFAULT_SSID = "fl-hil-twins"
 DEFAULT_PASSWORD_ENV = "FLHIL_WIFI_PASSWORD"
@@ -37,8 +39,6 @@ class TwinRack:
 
     def __init__(self, count, password, ssid=DEFAULT_SSID, password_env=DEFAULT_PASSWORD_ENV, heap_kb=192,
                  micropython=None, root=None, misbehave=None, rfc2217=True, log_dir=None, join_ms=0):
-        from flhil.harness.lab.lab import _subnet_hosts, reserve_subnet_blocks
-        from flhil.harness.config.lab import DEFAULT_SUBNET
         if count < 1:
             raise HarnessError("a twin rack needs at least one board")
         misbehave = dict(misbehave or {})
@@ -50,8 +50,9 @@ class TwinRack:
         self.password_env = password_env
         self.heap_kb = heap_kb
         self.rack_id = secrets.token_hex(2).upper()
-        offset, self._subnet_lock = reserve_subnet_blocks(DEFAULT_SUBNET, count=1)
-        hosts = _subnet_hosts(DEFAULT_SUBNET, offset)
+        # the same stepping as labs (two blocks a lock), so a rack and a lab never share addresses
+        offset, self._subnet_lock = reserve_subnet_blocks(DEFAULT_SUBNET)
+        hosts = subnet_hosts(DEFAULT_SUBNET, offset)
         addresses = [next(hosts) for _ in range(count)]
         self.serials = ["%s%s%04X" % (SERIAL_PREFIX, self.rack_id, i) for i in range(count)]
         self._tmp = None
