@@ -170,7 +170,8 @@ class NetworkConfig(ConfigModel):
     password_env: Text(expected="the name of an environment variable",
                        description="the NAME of the environment variable holding the Wi-Fi password")
     host_address: Text(expected="an IP address",
-                       description="the address boards use to reach the PC nodes (loopback for a twin rack)") | None = None
+                       description="the address boards use to reach the PC nodes (loopback for a twin rack)") \
+        | None = None
     password: Forbidden(_PASSWORD_IN_CLEAR)
 
     def check(self, at, ctx):

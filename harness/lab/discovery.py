@@ -136,13 +136,15 @@ def bootloader_boards(root=USB_DEVICES):
     except OSError:
         return found
     for name in names:
-        def attr(key):
-            try:
-                with open(os.path.join(root, name, key)) as f:
-                    return f.read().strip()
-            except OSError:
-                return None
-        vid, pid = attr("idVendor"), attr("idProduct")
+        vid, pid = _sysfs(root, name, "idVendor"), _sysfs(root, name, "idProduct")
         if vid and pid and int(vid, 16) == RPI_VID and int(pid, 16) in BOOTLOADER_PIDS:
-            found.append(attr("serial") or name)
+            found.append(_sysfs(root, name, "serial") or name)
     return found
+
+
+def _sysfs(root, device, key):
+    try:
+        with open(os.path.join(root, device, key)) as f:
+            return f.read().strip()
+    except OSError:
+        return None

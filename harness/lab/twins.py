@@ -44,7 +44,8 @@ class TwinRack:
         misbehave = dict(misbehave or {})
         for name, kind in misbehave.items():
             if kind not in MISBEHAVIOURS:
-                raise HarnessError("twin %s: unknown misbehaviour %r (one of %s)" % (name, kind, ", ".join(MISBEHAVIOURS)))
+                raise HarnessError("twin %s: unknown misbehaviour %r (one of %s)"
+                                   % (name, kind, ", ".join(MISBEHAVIOURS)))
         self.count = count
         self.ssid = ssid
         self.password_env = password_env

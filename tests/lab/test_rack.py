@@ -168,9 +168,9 @@ def test_a_second_run_of_an_eight_board_scenario_starts_from_a_clean_flash(tmp_p
     """The run config of one run is not on the flash at the next (it would autorun at boot)."""
     scenario = tmp_path / "scenarios" / "eight.toml"
     scenario.parent.mkdir()
-    scenario.write_text((REPO / "scenarios/centralized/clean.toml").read_text()
-                        .replace('"nodes.count" = [3, 8]', '"nodes.count" = [8]').replace("count = 4\nboards = 2", "count = 8\nboards = 8")
-                        .replace("iterations = 10", "iterations = 3"))
+    text = (REPO / "scenarios/centralized/clean.toml").read_text()
+    text = text.replace('"nodes.count" = [3, 8]', '"nodes.count" = [8]').replace("iterations = 10", "iterations = 3")
+    scenario.write_text(text.replace("count = 4\nboards = 2", "count = 8\nboards = 8"))
     for attempt in (1, 2):
         run = subprocess.run([sys.executable, "-m", "flhil.harness", "run", str(scenario),
                               "--report-dir", str(tmp_path / "reports")], capture_output=True, text=True,

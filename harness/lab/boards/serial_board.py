@@ -32,7 +32,10 @@ if not w.isconnected():
 t = time.ticks_ms()
 while not w.isconnected() and w.status() >= 0 and time.ticks_diff(time.ticks_ms(), t) < %(ms)d:
     time.sleep_ms(50)
-print(("IP %%s" %% w.ifconfig()[0]) if w.isconnected() else ("FAIL %%d %%d" %% (w.status(), time.ticks_diff(time.ticks_ms(), t))))
+if w.isconnected():
+    print("IP %%s" %% w.ifconfig()[0])
+else:
+    print("FAIL %%d %%d" %% (w.status(), time.ticks_diff(time.ticks_ms(), t)))
 """
 
 
