@@ -21,6 +21,12 @@ during the run, peak) divided by the number of boards; also PSS (shared pages sp
 processes), the fairer figure when many interpreters share one binary. Note: when `micropython`
 on PATH is the `micropython_unix` pip wrapper, each board is a CPython process hosting the unix
 port as an extension module, and its RSS includes that CPython.
+Twin rack (`--twins-only` runs just this part): 8 twins of `fl-hil emulate 8 --rack` used as
+real boards through the rack path (`Lab.allocate(..., hil=True)`: answer, deploy, heap, Wi-Fi join
+with the twins' access point). Cold: an empty mpy cache and fresh flash; warm: a second lab on the
+same running rack (every manifest hit). Per board: the deploy time (build + copy, the build counted
+once); then the round latency of central_avg (8 twins, the server one of them) from the server's
+round_start -> round_end, and RSS per twin.
 Figures go to reports/bench/bench_lab.json. Nothing here asserts a time limit."""
 
 import os
@@ -152,6 +158,85 @@ def bench_bring_up(root, n):
     return out
 
 
+def bench_twin_rack(root, n=8, iterations=5):
+    """Bring-up of a twin rack of n boards through the rack path, cold and warm; deploy per
+    board; round latency of central_avg on the n twins; RSS per twin."""
+    from flhil.harness.config.lab import parse_lab
+    from flhil.harness.lab.twins import TwinRack
+    cache = private_cache(root)
+    deploy.clear_cache(cache)
+    os.environ["FLHIL_TWIN_REGISTRY"] = os.path.join(root, "registry")
+    os.environ["FLHIL_WIFI_PASSWORD"] = password = "bench-twins"
+    out = {"boards": n}
+    t = time.monotonic()
+    rack = TwinRack(n, password, root=os.path.join(root, "twins")).start()
+    out["rack_boot_s"] = time.monotonic() - t
+    try:
+        spec = parse_lab(rack.lab_text(pc=0), "twin-rack.toml")
+        for label in ("cold", "warm"):
+            lab = Lab(spec, os.path.join(root, "twin-lab-" + label))
+            try:
+                t = time.monotonic()
+                files = deploy.build_firmware(FIRMWARE_DIR)
+                build_s = time.monotonic() - t
+                per_board = []
+                for board in lab.real_boards():
+                    t = time.monotonic()
+                    res = board.prepare(files)
+                    per_board.append({"board": board.name, "deploy_s": time.monotonic() - t,
+                                      "written": len(res.written), "skipped": len(res.skipped)})
+                t = time.monotonic()
+                lab.allocate(n, n, True, lab.run_dir("provision"))  # answer, heap, Wi-Fi (deploy: manifest hit)
+                provision_s = time.monotonic() - t
+                deploys = [b["deploy_s"] for b in per_board]
+                entry = {"build_s": build_s, "deploy_per_board_s": deploys,
+                         "deploy_median_s": sorted(deploys)[len(deploys) // 2],
+                         "files_written": sum(b["written"] for b in per_board),
+                         "files_skipped": sum(b["skipped"] for b in per_board),
+                         "provision_s": provision_s}
+                entry["bring_up_s"] = build_s + sum(deploys) + provision_s
+                if label == "warm":
+                    pids = [b.pid for b in rack]
+                    sampler = RssSampler(pids)
+                    sampler.start()
+                    t = time.monotonic()
+                    try:
+                        rec = pipeline.execute(central_spec(n, iterations), LabBackend(lab=lab, boards=n, hil=True),
+                                               run_dir=lab.run_dir("rounds"))
+                    finally:
+                        sampler.stop()
+                    srv = rec["nodes"]["0"]["events"]
+                    st = {e["i"]: e["t"] for e in srv if e.get("ev") == "round_start"}
+                    rounds = [(e["t"] - st[e["i"]]) / 1000 for e in srv
+                              if e.get("ev") == "round_end" and e["i"] in st and not e.get("skipped")]
+                    out["rounds"] = {"ok": all(v["status"] == "ok" for v in rec["nodes"].values()),
+                                     "run_wall_s": time.monotonic() - t, "round_ms": rounds,
+                                     "median_round_ms": sorted(rounds)[len(rounds) // 2] if rounds else None,
+                                     "rss_peak_kb_per_twin": sampler.peak_kb / len(pids),
+                                     "pss_peak_kb_per_twin": sampler.peak_pss_kb / len(pids)}
+                out[label] = entry
+            finally:
+                lab.close()
+            print("  twin rack %s bring-up of %d boards: %.2f s (deploy median %.2f s per board)"
+                  % (label, n, out[label]["bring_up_s"], out[label]["deploy_median_s"]), flush=True)
+    finally:
+        rack.close()
+    out["ratio_cold_over_warm"] = ratio(out["cold"]["bring_up_s"], out["warm"]["bring_up_s"])
+    return out
+
+
+def print_twins(tw):
+    print("\nTwin rack of %d boards through the rack path (booted in %.2f s)" % (tw["boards"], tw["rack_boot_s"]))
+    table(["cache", "build s", "deploy s/board (median)", "provision s", "bring-up s", "files written", "skipped"],
+          [[k, tw[k]["build_s"], tw[k]["deploy_median_s"], tw[k]["provision_s"], tw[k]["bring_up_s"],
+            tw[k]["files_written"], tw[k]["files_skipped"]] for k in ("cold", "warm")])
+    r = tw.get("rounds") or {}
+    print("cold/warm: %.2f; central_avg on %d twins: ok=%s, median round %s ms (%s), RSS/twin %.0f KB, PSS/twin %.0f KB"
+          % (tw["ratio_cold_over_warm"] or 0, tw["boards"], r.get("ok"), r.get("median_round_ms"),
+             ", ".join("%.0f" % x for x in r.get("round_ms", [])), r.get("rss_peak_kb_per_twin") or 0,
+             r.get("pss_peak_kb_per_twin") or 0))
+
+
 def scale_run(lab, n, iterations, pc_server):
     """central_avg on n emulated boards; the server is board 0, or an extra CPython PC node."""
     entry = {"boards": n, "server": "pc" if pc_server else "board"}
@@ -262,6 +347,7 @@ def bench_scale(root, sizes, iterations, extra_size):
 def main():
     def extra(p):
         p.add_argument("--sizes", default=None, help="comma-separated lab sizes (default 16,32,64; quick: 16)")
+        p.add_argument("--twins-only", action="store_true", help="only the twin rack figures")
 
     args = parse_args(__doc__.splitlines()[0], extra)
     sigterm_as_interrupt()
@@ -270,7 +356,16 @@ def main():
     iterations = 3 if args.quick else 4
     load_at_start = list(os.getloadavg())
     root = tempfile.mkdtemp(prefix="flhil-bench-lab-")
+    if args.twins_only:
+        try:
+            twins = bench_twin_rack(root, 8, iterations)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        print_twins(twins)
+        write_json("bench_lab_twins", {"loadavg_at_start": load_at_start, "twin_rack": twins}, args.out)
+        return
     try:
+        twins = bench_twin_rack(root, 8, iterations)
         bring = bench_bring_up(root, 8)
         scale = bench_scale(root, sizes, iterations, extra_size)
     finally:
@@ -337,6 +432,7 @@ def main():
                 "  FAILED at %d boards (%s server): %s %s hang=%s"
                 % (e["boards"], e["server"], e.get("statuses"), e.get("errors"), e.get("hang"))
             )
+    print_twins(twins)
     largest = max((e["boards"] for e in scale if e["ok"] and e["server"] == "board"), default=0)
     largest_pc = max((e["boards"] for e in scale if e["ok"]), default=0)
     print("largest lab that completed, all nodes on emulated boards: %d boards (target: at least 64)" % largest)
@@ -348,6 +444,7 @@ def main():
             "loadavg_at_start": load_at_start,
             "iterations": iterations,
             "bring_up": bring,
+            "twin_rack": twins,
             "scale": scale,
             "largest_ok": largest,
             "largest_ok_with_pc_server": largest_pc,

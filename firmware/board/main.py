@@ -122,7 +122,20 @@ async def main_async(path=CONFIG_FILE):
         await blink(100, lambda: False)  # fast blink until the harness resets the board
 
 
+def has_config(path=CONFIG_FILE):
+    try:
+        open(path).close()
+        return True
+    except OSError:
+        return False
+
+
 def main(path=CONFIG_FILE):
+    # At power-up without a run config (the harness removes it after each run) there is nothing
+    # to run: the board stays at its REPL, where the harness finds it.
+    if not has_config(path):
+        log("no %s: nothing to run" % path)
+        return
     asyncio.run(main_async(path))
 
 

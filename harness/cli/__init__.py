@@ -19,23 +19,78 @@ def cmd_boards(args):
 
 
 def cmd_emulate(args):
-    from flhil.harness.lab.boards.emulated import EmulatedLab
-    lab = EmulatedLab(args.count, root=args.root, heap=args.heap, micropython=args.micropython,
-                      ip_prefix=args.ip_prefix, autorun=not args.no_autorun)
+    """N emulated boards until Ctrl-C or SIGTERM; with --rack, twins of real boards and a lab file
+    listing them (removed again when the rack stops)."""
+    import os
+    from flhil.harness.errors import HarnessError
     stop = threading.Event()
     # SIGTERM ends the wait like Ctrl-C does, so the boards are reaped either way.
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    if args.rack:
+        from flhil.harness.lab.twins import TwinRack
+        password = os.environ.get(args.password_env)
+        generated = password is None
+        if generated:
+            import secrets
+            password = secrets.token_urlsafe(12)
+        misbehave = dict(item.split("=", 1) for item in args.misbehave or ())
+        try:
+            lab = TwinRack(args.count, password, ssid=args.ssid, password_env=args.password_env,
+                           heap_kb=_heap_kb(args.heap), micropython=args.micropython, root=args.root,
+                           misbehave=misbehave, rfc2217=not args.no_rfc2217, join_ms=args.join_ms)
+        except HarnessError as e:
+            print("fl-hil emulate: %s" % e, file=sys.stderr)
+            return 2
+    else:
+        from flhil.harness.lab.boards.emulated import EmulatedRack
+        lab = EmulatedRack(args.count, root=args.root, heap=args.heap, micropython=args.micropython,
+                           ip_prefix=args.ip_prefix, autorun=not args.no_autorun)
     try:
         lab.start(timeout=args.timeout)
         for b in lab:
-            print(f"{b.name}\t{b.port}\t{b.address}\t{b.flash_dir}", flush=True)
-        print("emulated boards ready; Ctrl-C to stop", file=sys.stderr, flush=True)
+            print("\t".join(str(x) for x in (b.name, b.port, b.address, b.flash_dir, b.serial_number or "-")),
+                  flush=True)
+        if args.rack:
+            lab.write_lab(args.rack, pc=args.pc)
+            if generated:
+                print("the twins' Wi-Fi password: export %s=%s" % (args.password_env, password), flush=True)
+            print("twin rack ready: %s; Ctrl-C to stop" % args.rack, file=sys.stderr, flush=True)
+        else:
+            print("emulated boards ready; Ctrl-C to stop", file=sys.stderr, flush=True)
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:
         pass
+    except HarnessError as e:
+        print("fl-hil emulate: %s" % e, file=sys.stderr)
+        return 1
     finally:
         lab.close()
+        if args.rack:
+            try:
+                os.unlink(args.rack)
+            except FileNotFoundError:
+                pass
+    return 0
+
+
+def _heap_kb(text):
+    text = str(text).lower().rstrip("b")
+    return int(text[:-1]) if text.endswith("k") else int(text) // 1024
+
+
+def cmd_twin(args):
+    """Power-cycle (or make misbehave) one twin of a running twin rack, by serial number."""
+    from flhil.harness.errors import HarnessError
+    from flhil.harness.lab.twins import send_command
+    try:
+        if args.action == "power":
+            send_command(args.serial, "power")
+        else:
+            send_command(args.serial, "misbehave", args.kind or "none")
+    except HarnessError as e:
+        print("fl-hil twin: %s" % e, file=sys.stderr)
+        return 1
     return 0
 
 
@@ -63,10 +118,15 @@ def cmd_run(args):
                 backend = make_backend("virtual", run_dirs=lab.run_dir)
             else:
                 backend = make_backend("realtime", lab=lab, boards=case.nodes.boards, hil=args.hil)
-            clean = []
-            if pipeline.needs_clean_run(case.expect):
-                clean = [pipeline.execute(pipeline.clean_spec(spec), backend, name="clean-" + case.id)]
-            judged = rerun.run_judged(spec, backend, case.expect, clean=clean, name=case.id)
+            try:
+                clean = []
+                if pipeline.needs_clean_run(case.expect):
+                    clean = [pipeline.execute(pipeline.clean_spec(spec), backend, name="clean-" + case.id)]
+                judged = rerun.run_judged(spec, backend, case.expect, clean=clean, name=case.id)
+            except HarnessError as e:
+                print("ERROR %s  %s" % (case.id, e))
+                failed += 1
+                continue
             record, report = judged.record, judged.verdict
             stem = os.path.splitext(os.path.basename(scenario.path))[0]
             path = record.save(os.path.join(args.report_dir, "records", "%s-%s.json" % (stem, case.id)))
@@ -241,7 +301,24 @@ def build_parser():
     p.add_argument("--ip-prefix", default="127.77.0.", help="board i gets <prefix><i+1>")
     p.add_argument("--no-autorun", action="store_true", help="do not run main.py at boot")
     p.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for the boards to boot")
+    p.add_argument("--rack", metavar="FILE", default=None,
+                   help="twins of real boards (USB serial numbers, Wi-Fi, re-enumeration on reset, power) "
+                        "and a lab file FILE listing them as [[boards]]")
+    p.add_argument("--pc", type=int, default=8, help="with --rack: [pc] count of the lab file (default 8)")
+    p.add_argument("--ssid", default="fl-hil-twins", help="with --rack: the twins' Wi-Fi network")
+    p.add_argument("--password-env", default="FLHIL_WIFI_PASSWORD",
+                   help="with --rack: the variable holding the Wi-Fi password (one is made up if unset)")
+    p.add_argument("--join-ms", type=int, default=0, help="with --rack: how long a Wi-Fi join takes")
+    p.add_argument("--no-rfc2217", action="store_true", help="with --rack: no board exported over RFC 2217")
+    p.add_argument("--misbehave", action="append", metavar="TWIN=KIND",
+                   help="with --rack: garbage, silence, hang (until power-cycled), wifi-wrong-password "
+                        "or wifi-slow, e.g. twin1=silence (repeatable)")
     p.set_defaults(func=cmd_emulate)
+    p = sub.add_parser("twin", help="power-cycle a twin of a running twin rack (the lab's power command)")
+    p.add_argument("action", choices=("power", "misbehave"))
+    p.add_argument("serial", help="the twin's USB serial number")
+    p.add_argument("kind", nargs="?", default=None, help="with misbehave: a kind, or none")
+    p.set_defaults(func=cmd_twin)
     p = sub.add_parser("run", help="run a scenario file without pytest and check its expectations")
     p.add_argument("scenario")
     p.add_argument("--lab", default=None, help="lab file (default: 8 emulated boards and PC nodes)")

@@ -170,7 +170,8 @@ class NetworkConfig(ConfigModel):
     password_env: Text(expected="the name of an environment variable",
                        description="the NAME of the environment variable holding the Wi-Fi password")
     host_address: Text(expected="an IP address",
-                       description="the address boards use to reach the PC nodes") | None = None
+                       description="the address boards use to reach the PC nodes (loopback for a twin rack)") \
+        | None = None
     password: Forbidden(_PASSWORD_IN_CLEAR)
 
     def check(self, at, ctx):
@@ -184,9 +185,11 @@ class NetworkConfig(ConfigModel):
             address = ipaddress.ip_address(self.host_address)
         except ValueError:
             (at / "host_address").fail(f"expected an IP address, got {describe(self.host_address)}")
-        if address.is_loopback or address.is_unspecified:
+        if address.is_unspecified:
             (at / "host_address").fail(f"expected an address boards can reach over Wi-Fi, got "
-                                       f"{self.host_address} (loopback or unspecified)")
+                                       f"{self.host_address} (unspecified)")
+        # a loopback address is right for a twin rack (fl-hil emulate --rack), whose boards are
+        # processes on this PC; real boards on Wi-Fi need the PC's address on their network
 
 
 class LabFile(ConfigModel):

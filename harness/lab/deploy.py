@@ -18,7 +18,6 @@ from flhil.harness.errors import HarnessError
 MANIFEST = "/flhil_manifest.json"
 RUN_CONFIG = "/flhil_run.json"
 KEEP_SOURCE = ("main.py", "boot.py")  # the board runs these by name, so they stay .py
-CHUNK = 2048  # file bytes per exec; the repr of a chunk must fit the board's heap comfortably
 SKIP_DIRS = {"__pycache__", ".git"}
 
 
@@ -89,35 +88,21 @@ class DeployResult:
 
 
 def read_manifest(repl, timeout=10.0):
-    out = repl.eval_ok(
-        f"try:\n with open({MANIFEST!r}) as f: print(f.read())\nexcept OSError:\n print('{{}}')",
-        timeout)
+    data = repl.read_file(MANIFEST, timeout)
     try:
-        data = json.loads(out.strip() or "{}")
+        data = json.loads(data or b"{}")
     except ValueError:
         return {}  # a damaged manifest only costs a full copy
     return data if isinstance(data, dict) else {}
 
 
 def write_file(repl, remote, data, timeout=30.0):
-    """Write bytes to a board file in chunks (creating parent folders)."""
-    parent = remote.rsplit("/", 1)[0]
-    code = ["import os"]
-    if parent:
-        code.append(
-            f"p=''\nfor d in {parent!r}.strip('/').split('/'):\n p+='/'+d\n"
-            " try:\n  os.mkdir(p)\n except OSError:\n  pass")
-    code.append(f"f=open({remote!r},'wb');w=f.write")
-    repl.eval_ok("\n".join(code), timeout)
-    try:
-        for i in range(0, len(data), CHUNK):
-            repl.eval_ok(f"w({bytes(data[i: i + CHUNK])!r})", timeout)
-    finally:
-        repl.eval_ok("f.close();del f,w", timeout)
+    """Write bytes to a board file (parent folders made; atomic: a temp file renamed)."""
+    repl.write_file(remote, data, timeout)
 
 
 def remove_file(repl, remote, timeout=10.0):
-    repl.eval_ok(f"import os\ntry:\n os.remove({remote!r})\nexcept OSError:\n pass", timeout)
+    repl.remove_file(remote, timeout)
 
 
 def deploy(repl, files, force=False, timeout=30.0):

@@ -26,8 +26,9 @@ class NodeSlot:
     """Where one FL node of a run runs: its id, kind (emulated, serial, pc, virtual), the board's
     name, its address, its heap budget (KB) when known."""
 
-    def __init__(self, node, kind, name, address=None, heap_kb=None):
+    def __init__(self, node, kind, name, address=None, heap_kb=None, port=None):
         self.node, self.kind, self.name, self.address, self.heap_kb = node, kind, name, address, heap_kb
+        self.port = port  # the TCP port it listens on (None: the default port)
 
 
 class _NodeState:
@@ -60,6 +61,7 @@ class Collector:
         self.trace = [] if keep_trace else None
         self.nodes = [_NodeState() for _ in slots]
         self.errors = []
+        self.notes = []  # what the host did to a node on the way (a board power-cycled to answer)
         self.phases = {}
         self.closed = False
         self._t0 = time.monotonic()
@@ -120,6 +122,14 @@ class Collector:
         if state.log is not None:
             state.log.write("fl-hil: %s\n" % msg)
 
+    def note(self, node, msg):
+        """Something the host did to a node that the record must say (it recovered a board)."""
+        with self._lock:
+            self.notes.append({"node": node, "msg": msg})
+        state = self.nodes[node]
+        if state.log is not None:
+            state.log.write("fl-hil: %s\n" % msg)
+
     def phase(self, name):
         """Mark the end of a phase of the run (seconds since the collector was made)."""
         self.phases[name] = time.monotonic() - self._t0
@@ -155,6 +165,7 @@ class Collector:
         data = {"run": self.run_id, "seed": self.spec.seed, "spec": self.spec.to_dict(),
                 "backend": self.backend, "nodes": nodes, "faults": fault_timeline(nodes),
                 "phases": dict(self.phases), "hang": hang, "errors": list(self.errors),
+                "notes": list(self.notes),
                 "stopped": stopped}
         data.update(extra or {})
         record = RunRecord(data)

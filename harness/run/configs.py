@@ -20,6 +20,10 @@ def run_identity(spec, deterministic):
     return "r-" + secrets.token_hex(4), secrets.token_hex(16)
 
 
+def _port(slot):
+    return getattr(slot, "port", None) or DEFAULT_PORT
+
+
 def max_frame(nodes, spec=None):
     """Largest frame: the spec's (max_frame_kb), else the default, or room for the start-up address
     table of a large run (or for a HeteroFL level-a model)."""
@@ -38,7 +42,7 @@ def node_configs(spec, slots, run_id, key, wifi=None):
     goes into the config, so the coordinator's go stays small (a server with 63 clients cannot send
     63 copies of a table on a 192 KB heap)."""
     memory = all(s.address == MEMORY for s in slots)
-    peers = {} if memory else {str(s.node): [s.address, DEFAULT_PORT] for s in slots
+    peers = {} if memory else {str(s.node): [s.address, _port(s)] for s in slots
                                if s.address not in (None, ANNOUNCED)}
     common = {"run": run_id, "nodes": spec.nodes, "server": spec.server, "peers": peers,
               "app": spec.app, "args": spec.args, "timing": spec.timing, "strict": spec.strict,
@@ -54,7 +58,7 @@ def node_configs(spec, slots, run_id, key, wifi=None):
     for s in slots:
         # the node's own links only (its pair secrets, 16 bytes a node), never the run's secret:
         # a node can sign as itself only
-        cfg = dict(common, node=s.node, listen=[MEMORY, s.node] if memory else [s.address, DEFAULT_PORT],
+        cfg = dict(common, node=s.node, listen=[MEMORY, s.node] if memory else [s.address, _port(s)],
                    links=pair_table(secret, s.node, spec.nodes).hex())
         cfg.update(per_node[s.node])
         if user is not None:  # a board has the app on its flash; PC and in-memory nodes read it here

@@ -40,7 +40,8 @@ class LabBackend(Backend):
         else:
             app_files = spec.user_app.board_files() if spec.user_app is not None else None
             self._nodes = self.lab.allocate(spec.nodes, self.boards, self.hil, run_dir, app_files)
-        return [NodeSlot(i, n.kind, n.name, n.address, getattr(n, "heap_kb", None))
+        return [NodeSlot(i, n.kind, n.name, n.address, getattr(n, "heap_kb", None),
+                         getattr(n, "listen_port", None))
                 for i, n in enumerate(self._nodes)]
 
     def label(self, slots):
@@ -64,11 +65,15 @@ class LabBackend(Backend):
         monitor.start()
         try:
             for i, (node, cfg) in enumerate(zip(nodes, configs)):
+                recovered = len(getattr(node, "recoveries", ()))
                 try:
                     node.start(cfg)
                 except Exception as e:  # noqa: BLE001 - one board must not take the run down
                     collector.node_error(i, "could not start on %s: %s" % (node.name, e))
                     continue
+                finally:
+                    for why in getattr(node, "recoveries", [])[recovered:]:
+                        collector.note(i, "board %s %s" % (node.name, why))
                 reader = _Reader(i, node, run_end, collector)
                 reader.start()
                 readers.append(reader)

@@ -39,3 +39,27 @@ def test_serial_number_of_any_port():
 
 def test_real_host_listing_does_not_fail():
     assert isinstance(discovery.list_boards(), list)
+
+
+def test_a_pico_in_its_bootloader_is_found_in_sysfs(tmp_path):
+    for name, vid, pid, serial in (("1-1.2", "2e8a", "0003", "E6614C31BOOT"), ("1-1.3", "2e8a", "0005", "X"),
+                                   ("1-1.4", "0403", "6001", "FTDI")):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "idVendor").write_text(vid + "\n")
+        (d / "idProduct").write_text(pid + "\n")
+        (d / "serial").write_text(serial + "\n")
+    assert discovery.bootloader_boards(str(tmp_path)) == ["E6614C31BOOT"]
+    assert discovery.bootloader_boards(str(tmp_path / "none")) == []
+
+
+def test_a_missing_serial_number_lists_the_attached_boards(tmp_path, monkeypatch):
+    from flhil.harness.errors import BoardError
+    from flhil.harness.lab.boards.serial_board import SerialBoard
+    import pytest
+    monkeypatch.setattr(discovery, "all_ports", lambda: PORTS)
+    monkeypatch.setattr(discovery, "bootloader_boards", lambda: ["E6614C31BOOT"])
+    with pytest.raises(BoardError) as e:
+        SerialBoard("pico9", serial_number="E66100000009").open()
+    text = str(e.value)
+    assert "pico9" in text and "E6614103E7AB2B2F (/dev/ttyACM1)" in text and "BOOTSEL" in text

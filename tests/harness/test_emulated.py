@@ -133,6 +133,12 @@ def test_mpremote_exec_and_fs(emu, mpremote, tmp_path):
     assert (emu.flash_dir / "hello.txt").read_text() == "hello board\n"
     run("fs", "cp", ":hello.txt", str(tmp_path / "back.txt"))
     assert (tmp_path / "back.txt").read_text() == "hello board\n"
+    code = tmp_path / "hello.py"
+    code.write_text("print('hi from flash')\n")
+    run("fs", "cp", str(code), ":")  # into the current folder, as on a board
+    sizes = {line.split()[1]: int(line.split()[0]) for line in run("fs", "ls").splitlines()[1:]}
+    assert sizes["hello.py"] == len(code.read_bytes()) and sizes["hello.txt"] == 12
+    assert run("exec", "import hello").strip() == "hi from flash"
 
 
 def test_eight_boards_start_fast_and_close_clean():

@@ -136,7 +136,7 @@ def test_wifi_password_without_network(tmp_path):
     ('[[boards]]\nname = "a"\nserial = "1"\n[pc]\ncount = 1\n[network]\nssid = "x"\n'
      'password_env = "P"\n', "network.host_address", 6, "reach the PCs"),
     ('[[boards]]\nname = "a"\nserial = "1"\n[network]\nssid = "x"\npassword_env = "P"\n'
-     'host_address = "127.0.0.1"\n', "network.host_address", 7, "loopback"),
+     'host_address = "0.0.0.0"\n', "network.host_address", 7, "unspecified"),
     ('[emulated]\ncount = 0\n', "", None, "the lab has no nodes"),
     # missing required key: points at the enclosing table
     ('[pc]\ninterpreter = "cpython"\n', "pc.count", 1, "missing required key"),

@@ -1,15 +1,15 @@
-"""Boards: the Node interface and its serial and emulated implementations."""
+"""Boards: the Board interface and its serial and emulated implementations."""
 
-from flhil.harness.lab.boards.base import Node
+from flhil.harness.lab.boards.base import Board
 
-__all__ = ["Node", "SerialBoard", "EmulatedBoard", "EmulatedLab", "start_emulated"]
+__all__ = ["Board", "SerialBoard", "EmulatedBoard", "EmulatedRack", "start_emulated"]
 
 
 def __getattr__(name):  # lazy: importing the interface must not pull in pyserial or threads
     if name == "SerialBoard":
         from flhil.harness.lab.boards.serial_board import SerialBoard
         return SerialBoard
-    if name in ("EmulatedBoard", "EmulatedLab", "start_emulated"):
+    if name in ("EmulatedBoard", "EmulatedRack", "start_emulated"):
         from flhil.harness.lab.boards import emulated
         return getattr(emulated, name)
     raise AttributeError(name)

@@ -3,8 +3,8 @@
 import abc
 
 
-class Node(abc.ABC):
-    """One node of a run: a serial board, an emulated board or a PC process.
+class Board(abc.ABC):
+    """What runs one node of a run: a serial board, an emulated board or a PC process.
 
     `name` identifies it in logs and errors, `kind` is `serial`, `emulated` or `pc`, `address` is
     the IP it listens on. Deadlines are `time.monotonic()` values.

@@ -7,13 +7,14 @@ with "MPY: soft reboot" instead of ending it, Ctrl-C interrupts running code, an
 "\\r\\n". The flash directory survives restarts; it is the interpreter's cwd, its first sys.path
 entry and, through an `os`/`open` shim, its "/" (so mpremote's `:/lib/x.py` lands in flash/lib).
 
-Children never outlive their board: each runs in its own session with its pty as controlling
-terminal (the kernel hangs it up if this process dies, even by SIGKILL), close() kills the process
-group, and an atexit hook plus a SIGTERM handler close every board still open.
+Children never outlive their board: each is started by the reaper (`lab/reaper.py`: its own
+session, killed by the kernel when the harness dies, even by SIGKILL) with its pty as controlling
+terminal, close() kills the process group, and the reaper closes every board still open at exit
+and on SIGTERM.
 """
 
-import atexit
 import errno
+import json
 import fcntl
 import os
 import select
@@ -26,19 +27,20 @@ import termios
 import threading
 import time
 import tty
-import weakref
 from pathlib import Path
 
-from flhil.harness.lab.boards.base import Node
+from flhil.harness.lab import reaper
+from flhil.harness.lab.boards.base import Board
 from flhil.harness.errors import BoardError, HarnessError
 
 SHIMS = Path(__file__).with_name("emulated_modules")
 BOOT_SCRIPT = SHIMS / "_flhil_boot.py"
 RAW_BANNER = b"raw REPL; CTRL-B to exit"
 FRIENDLY_PROMPT = b">>> "
+RUN_CONFIG = "flhil_run.json"
+GARBAGE_BYTES = 64  # sent every relay tick by a board misbehaving with "garbage"
 MAX_PENDING = 1 << 16  # bytes held for a user who does not read; beyond it the interpreter waits
 
-_live = weakref.WeakSet()
 _resolved = {}
 
 
@@ -66,28 +68,6 @@ def resolve_micropython(path=None):
     return found
 
 
-def _close_all():
-    for board in list(_live):
-        board.close()
-
-
-def _on_sigterm(signum, frame):
-    _close_all()
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
-
-
-def _install_cleanup():
-    if getattr(_install_cleanup, "done", False):
-        return
-    _install_cleanup.done = True
-    atexit.register(_close_all)
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            if signal.getsignal(sig) == signal.SIG_DFL:
-                signal.signal(sig, _on_sigterm)
-
-
 def _raw_pty():
     """A pty pair in raw mode; the slave keeps the settings because we hold it open."""
     master, slave = os.openpty()
@@ -95,14 +75,21 @@ def _raw_pty():
     return master, slave
 
 
-class EmulatedBoard(Node):
+class EmulatedBoard(Board):
     """One emulated Pico W. Start it with `boot()`, then use `port` like a serial device path."""
 
     kind = "emulated"
 
     def __init__(self, name, flash_dir, address="127.77.0.1", number=0, heap="192k",
-                 micropython=None, log_dir=None, autorun=True):
+                 micropython=None, log_dir=None, autorun=True, serial_number=None, access_point=None,
+                 on_port_change=None):
         self.name = name
+        self.serial_number = serial_number
+        self.access_point = access_point  # {"ssid", "password", "join_ms"}: the twin's Wi-Fi
+        self.on_port_change = on_port_change  # called with the board after it re-enumerated
+        self.misbehave = None  # None, "garbage", "silence" (for good) or "hang" (until power-cycled)
+        self.enumerations = 0  # times the USB port went away and came back under a new name
+        self._power_cycle = False
         self.address = address
         self.number = number
         self.flash_dir = Path(flash_dir).resolve()
@@ -123,12 +110,21 @@ class EmulatedBoard(Node):
         self._thread = None
         self._node = None
         self._lock = threading.Lock()
-        _live.add(self)
+        reaper.track(self)
 
     # -- supervisor ----------------------------------------------------------------------------
     def boot(self):
-        """Start the interpreter and the relay thread; returns at once (see wait_ready)."""
-        _install_cleanup()
+        """Start the interpreter and the relay thread; returns at once (see wait_ready).
+
+        A run config left in flash by an earlier run is removed first: main.py would autorun it
+        at boot (and it may hold a Wi-Fi password)."""
+        try:
+            (self.flash_dir / RUN_CONFIG).unlink()
+        except FileNotFoundError:
+            pass
+        if self.access_point is not None:
+            with open(os.path.join(self._ctl, "wifi.json"), "w") as f:
+                json.dump(self.access_point, f)
         self._spawn("friendly" if self.autorun else "raw-skip")
         self._thread = threading.Thread(target=self._relay, name=f"emu-{self.name}", daemon=True)
         self._thread.start()
@@ -150,9 +146,8 @@ class EmulatedBoard(Node):
         cmd = [self.binary, "-X", f"heapsize={self.heap}", "-i", str(BOOT_SCRIPT), str(self.flash_dir),
                self._ctl, self.address, str(self.number), boot_mode]
         try:
-            self._proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave,
-                                          cwd=self.flash_dir, start_new_session=True,
-                                          preexec_fn=_take_ctty)
+            self._proc = reaper.spawn(cmd, preexec=_take_ctty, stdin=slave, stdout=slave, stderr=slave,
+                                      cwd=self.flash_dir)
         finally:
             os.close(slave)
         os.set_blocking(master, False)
@@ -238,6 +233,8 @@ class EmulatedBoard(Node):
                     to_user += self._restart()
                     continue
                 data = self._watch_child(data)
+                if self.misbehave:
+                    data = b""  # garbage, silence, hang: nothing true reaches the user
                 if data:
                     # Boards send "\r\n"; the unix port writes a bare "\n" from print().
                     out = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
@@ -245,12 +242,15 @@ class EmulatedBoard(Node):
                         out = out[1:]
                     to_user += out
                     last = data[-1:]
+            if self.misbehave == "garbage" and len(to_user) < MAX_PENDING:
+                to_user += os.urandom(GARBAGE_BYTES).replace(b">", b"?")
             if self._user_master in r:
                 try:
                     data = os.read(self._user_master, 4096)
                 except OSError:
                     data = b""
-                self._from_user(data)
+                if not self.misbehave:
+                    self._from_user(data)
             if self._user_master in w and to_user:
                 try:
                     n = os.write(self._user_master, to_user)
@@ -317,25 +317,57 @@ class EmulatedBoard(Node):
     def _restart_locked(self, was_raw):
         self._reap()
         marker = os.path.join(self._ctl, "hard_reset")
-        hard = os.path.exists(marker)
-        if hard:
+        hard = os.path.exists(marker) or self._power_cycle
+        if os.path.exists(marker):
             os.unlink(marker)
+        if self._power_cycle and self.misbehave == "hang":
+            self.misbehave = None
+        self._power_cycle = False
         self.restarts += 1
+        if hard and self.serial_number is not None:
+            self._reenumerate()  # a board with a USB serial number is a twin: its port goes away
         self._spawn("raw" if was_raw and not hard else "friendly")
         return b"" if hard else b"MPY: soft reboot\r\n"
 
+    def _reenumerate(self):
+        """The USB device goes away and comes back under another name (the new pty is opened
+        before the old one closes, so the kernel cannot hand out the same number)."""
+        master, slave = _raw_pty()
+        os.set_blocking(master, False)
+        old = (self._user_master, self._user_slave)
+        self._user_master, self._user_slave = master, slave
+        self.port = os.ttyname(slave)
+        for fd in old:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.enumerations += 1
+        if self._node is not None:
+            self._node.port = self.port
+        if self.on_port_change is not None:
+            self.on_port_change(self)
+
+    def power_cycle(self, timeout=10.0):
+        """Cut the power and restore it: the interpreter dies, the port re-enumerates, the board
+        boots as after power-up (a "hang" misbehaviour is gone); returns once it is ready."""
+        with self._lock:
+            if self._closing:
+                raise BoardError(self.name, "closed")
+            before = self.restarts
+            self._power_cycle = True
+            self._kill()  # the relay sees the end of the child and restarts it as a hard reset
+        # back on USB once the interpreter runs again (main.py may run: no prompt to wait for)
+        deadline = time.monotonic() + timeout
+        while self.restarts == before:
+            if time.monotonic() > deadline:
+                raise BoardError(self.name, f"did not come back within {timeout:.1f}s of a power cycle")
+            time.sleep(0.02)
+        return self
+
     def _kill(self):
-        proc = self._proc
-        if proc is None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # its own session and process group
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        if self._proc is not None:
+            reaper.kill(self._proc, grace_s=0)  # its own session and process group, at once
 
     def _reap(self):
         self._kill()
@@ -350,7 +382,7 @@ class EmulatedBoard(Node):
     def pid(self):
         return self._proc.pid if self._proc else None
 
-    # -- Node interface (through the pty, exactly as a serial board) --------------------------
+    # -- Board interface (through the pty, exactly as a serial board) -------------------------
     def node(self):
         """The SerialBoard that talks to this board through its pty (opened on first use)."""
         if self._node is None:
@@ -392,7 +424,7 @@ class EmulatedBoard(Node):
             except OSError:
                 pass
         shutil.rmtree(self._ctl, ignore_errors=True)
-        _live.discard(self)
+        reaper.forget(self)
 
     def __repr__(self):
         return f"EmulatedBoard({self.name!r}, port={self.port!r}, address={self.address!r})"
@@ -404,11 +436,14 @@ def _take_ctty():
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
-class EmulatedLab:
-    """N emulated boards `emu0..emuN-1` with flash dirs under `root` and addresses 127.77.0.(i+1)."""
+class EmulatedRack:
+    """N emulated boards `emu0..emuN-1` with flash dirs under `root` and addresses 127.77.0.(i+1)
+    (or `addresses`). With `serials` (one USB serial number each) they are twins of real boards:
+    a reset re-enumerates the port (`on_port_change` is told), and `access_point` is their Wi-Fi."""
 
     def __init__(self, count, root=None, heap="192k", micropython=None, ip_prefix="127.77.0.",
-                 log_dir=None, autorun=True, prefix="emu"):
+                 log_dir=None, autorun=True, prefix="emu", addresses=None, serials=None,
+                 access_point=None, on_port_change=None):
         self._tmp = None
         if root is None:
             self._tmp = tempfile.mkdtemp(prefix="flhil-lab-")
@@ -418,8 +453,11 @@ class EmulatedLab:
         try:
             for i in range(count):
                 self.boards.append(EmulatedBoard(
-                    f"{prefix}{i}", self.root / f"{prefix}{i}", address=f"{ip_prefix}{i + 1}", number=i,
-                    heap=heap, micropython=micropython, log_dir=log_dir, autorun=autorun))
+                    f"{prefix}{i}", self.root / f"{prefix}{i}",
+                    address=addresses[i] if addresses else f"{ip_prefix}{i + 1}", number=i,
+                    heap=heap, micropython=micropython, log_dir=log_dir, autorun=autorun,
+                    serial_number=serials[i] if serials else None, access_point=access_point,
+                    on_port_change=on_port_change))
         except BaseException:
             self.close()
             raise
@@ -460,8 +498,8 @@ class EmulatedLab:
 
 
 def start_emulated(count, timeout=10.0, **kw):
-    """Start `count` emulated boards and return the ready EmulatedLab (close it when done).
+    """Start `count` emulated boards and return the ready EmulatedRack (close it when done).
 
-    Keywords are those of EmulatedLab (root, heap, micropython, ip_prefix, log_dir, autorun).
+    Keywords are those of EmulatedRack (root, heap, micropython, ip_prefix, log_dir, autorun).
     """
-    return EmulatedLab(count, **kw).start(timeout)
+    return EmulatedRack(count, **kw).start(timeout)

@@ -8,17 +8,22 @@ import time
 
 from flhil.harness import micropython_path
 from flhil.harness.lab import reaper
+from flhil.harness.lab.boards.base import Board
 from flhil.harness.errors import BoardError, HarnessError
 
 
 
-class PcNode:
+class PcNode(Board):
+    """A node as a process on this PC (CPython or the unix port), started per run."""
+
     kind = "pc"
 
     def __init__(self, name, address, interpreter="cpython", workdir=None, micropython="micropython",
-                 heap_kb=None):
+                 heap_kb=None, port=None, hidden_env=()):
         self.name = name
         self.address = address
+        self.listen_port = port  # None: the default port (every PC node has an address of its own)
+        self.hidden_env = tuple(hidden_env)  # variables its process must not see (the Wi-Fi password)
         self.interpreter = interpreter
         self.micropython = micropython
         self.heap_kb = heap_kb
@@ -48,6 +53,8 @@ class PcNode:
         with open(cfg_path, "w") as f:
             json.dump(run_config, f)
         env = dict(os.environ, MICROPYPATH=micropython_path() + ":.frozen", PYTHONHASHSEED="0")
+        for name in self.hidden_env:
+            env.pop(name, None)
         self.proc = reaper.spawn(self._argv(cfg_path), cwd=self.workdir, env=env, stdin=None,
                                  stdout=__import__("subprocess").PIPE,
                                  stderr=__import__("subprocess").STDOUT)

@@ -1,20 +1,29 @@
 """MicroPython raw REPL over any pyserial-like port (read, write, in_waiting, timeout).
 
+Code goes to the board and files come and go through mpremote's transport (raw-paste and its flow
+control, plain raw mode, fs_writefile/readfile/mkdir/rmfile), run on a port whose every read ends at
+fl-hil's deadline (`mpremote_link.py`). fl-hil's own code here is what mpremote lacks: the prompt
+hunt through garbage, streaming a running node's output line by line under one deadline with reset
+detection, redaction of secrets and the board log.
+
 Every read has a deadline (a `time.monotonic()` value); running out raises BoardError naming the
 board, what was awaited and the tail of what arrived. Prompts are searched for, so stray bytes
 before them do no harm.
 """
 
+import contextlib
+import struct
 import time
 
 from flhil.harness.errors import BoardError
+from flhil.harness.lab.boards import mpremote_link as mp
 from flhil.harness.secrets import redact
 
 RAW_PROMPT = b"raw REPL; CTRL-B to exit\r\n>"
 SOFT_REBOOT = b"soft reboot\r\n"
 # Seen while streaming when the board restarted under us.
 RESET_SIGNS = (b"MPY: soft reboot", b"Type \"help()\" for more")
-CHUNK = 256  # plain raw mode: bytes per write, with a pause, so a board's buffer never overflows
+FILE_CHUNK = 2048  # file bytes per exec; the repr of a chunk must fit the board's heap comfortably
 TAIL = 200  # bytes of received data quoted in errors
 
 
@@ -68,6 +77,7 @@ class Stream:
         err = self.repl.read_until(b"\x04", deadline, "the end of stderr")
         self.stderr = _text(err[:-1])
         prompt = self.repl.read_until(b">", deadline, "the raw REPL prompt after running code")
+        self.repl._prompt_taken = True
         self.done = True
         self._check_reset(err + prompt)  # code that reset the board ends with a boot banner
 
@@ -86,6 +96,10 @@ class RawRepl:
         self.secrets = secrets if isinstance(secrets, list) else list(secrets)  # owner may update it
         self.in_raw = False
         self.paste = None  # raw-paste support: None unknown, True, False
+        self._link = mp.DeadlinePort(port)  # what both fl-hil and mpremote read from
+        self.transport = mp.transport_on(self._link, name)
+        self._prompt_taken = False  # the raw prompt ">" was read here; mpremote expects to read it
+        self._dirs = set()  # folders known to exist on the board (file writes)
         self._buf = bytearray()
         self._partial = bytearray()  # incomplete line not yet given to on_line
         self.received = 0
@@ -113,8 +127,8 @@ class RawRepl:
         if time.monotonic() >= deadline:
             raise self.error(f"timed out waiting for {what}")
         try:
-            n = getattr(self.port, "in_waiting", 0) or 1
-            data = self.port.read(n)
+            n = self._link.in_waiting or 1
+            data = self._link.read(n)
         except Exception as e:
             raise BoardError(self.name, f"port read failed while waiting for {what} "
                                         f"({type(e).__name__}: {e}); is the board still attached?") from e
@@ -185,12 +199,14 @@ class RawRepl:
         self.drain(0.05, min(deadline, time.monotonic() + 1.0))
         self.write(b"\r\x01")
         self.read_until(RAW_PROMPT, deadline, "the raw REPL prompt (after Ctrl-C, Ctrl-A)")
+        self._prompt_taken = True
         self.in_raw = True
 
     def leave(self):
         """Back to the friendly REPL (Ctrl-B)."""
         self.write(b"\r\x02")
         self.in_raw = False
+        self._prompt_taken = False
 
     def soft_reset(self, timeout=10.0):
         """Ctrl-D in the raw REPL: the board restarts its interpreter and returns to the raw REPL."""
@@ -201,64 +217,81 @@ class RawRepl:
         self.write(b"\x04")
         self.read_until(SOFT_REBOOT, deadline, "'soft reboot' after Ctrl-D")
         self.read_until(RAW_PROMPT, deadline, "the raw REPL prompt after the soft reboot")
+        self._prompt_taken = True
+
+    @contextlib.contextmanager
+    def _mpremote(self, deadline, what):
+        """Run an mpremote transport operation until `deadline`; its errors become BoardErrors
+        naming the board and what was awaited."""
+        ahead = (b">" if self._prompt_taken else b"") + bytes(self._buf)
+        self._link.unread(ahead)  # what fl-hil read ahead, mpremote reads first
+        self._buf.clear()
+        self._prompt_taken = False
+        self._link.deadline = deadline
+        try:
+            yield self.transport
+        except mp.DeadlinePassed:
+            raise self.error(f"timed out waiting for {what}") from None
+        except mp.TransportExecError as e:
+            err = e.error_output.strip().splitlines()
+            raise BoardError(self.name, redact(f"code raised on the board while {what}: "
+                                               f"{err[-1] if err else e.status_code}", self.secrets)) from None
+        except (mp.TransportError, struct.error) as e:
+            raise self.error(f"{what}: {e}") from None
+        except BoardError:
+            raise
+        except Exception as e:  # pyserial raises SerialException or OSError when the port vanishes
+            raise BoardError(self.name, f"port failed while {what} ({type(e).__name__}: {e}); "
+                                        f"is the board still attached?") from e
+        finally:
+            self._link.deadline = None
 
     def _send_raw(self, code, deadline):
-        """Send code and the end marker, using raw-paste flow control when the board has it."""
-        if self.paste is not False:
-            self.write(b"\x05A\x01")
-            head = self.read_exact(2, deadline, "the raw-paste answer")
-            if head == b"R\x01":
-                self.paste = True
-                return self._send_paste(code, deadline)
-            if head == b"R\x00":
-                self.paste = False
-            else:  # a board too old to know raw-paste echoes the raw prompt; wait it out
-                self.paste = False
-                self.read_until(b">", deadline, "the raw REPL prompt after a refused raw-paste")
-        for i in range(0, len(code), CHUNK):
-            self.write(code[i: i + CHUNK])
-            time.sleep(0.002)
-        self.write(b"\x04")
-        ok = self.read_until(b"OK", deadline, "'OK' after sending code")
-        if len(ok) > 2 and b"raw REPL" in ok:
-            raise self.error("the board left the raw REPL while receiving code", ok)
+        """Send code and the end marker (mpremote: raw-paste when the board has it, else raw)."""
+        self.transport.use_raw_paste = self.paste is not False
+        with self._mpremote(deadline, "the board to take the code (raw-paste or raw REPL)") as t:
+            t.exec_raw_no_follow(code)
+        self.paste = bool(self.transport.use_raw_paste)
 
-    def _send_paste(self, code, deadline):
-        size = int.from_bytes(self.read_exact(2, deadline, "the raw-paste window size"), "little")
-        window = size
-        i = 0
-        while i < len(code):
-            while window == 0 or self._buf:
-                b = self.read_exact(1, deadline, "raw-paste flow control")
-                if b == b"\x01":
-                    window += size
-                elif b == b"\x04":
-                    self.write(b"\x04")
-                    raise self.error("the board aborted the raw-paste transfer")
-                else:
-                    raise self.error(f"unexpected byte {b!r} during raw-paste")
-            n = min(window, len(code) - i)
-            self.write(code[i: i + n])
-            window -= n
-            i += n
-            self._pending_flow()
-        self.write(b"\x04")
-        # Skip flow-control bytes until the board acknowledges the end of the code.
-        while True:
-            b = self.read_exact(1, deadline, "the end-of-code acknowledgement of raw-paste")
-            if b == b"\x04":
-                return
-            if b != b"\x01":
-                raise self.error(f"unexpected byte {b!r} ending raw-paste")
+    # -- files (mpremote's file operations) -----------------------------------------------------
+    def write_file(self, remote, data, timeout=30.0):
+        """Write bytes to a board file: folders made, written to `<remote>.tmp` and renamed over
+        the old file, so a broken transfer never leaves half a file under the real name."""
+        if self.in_raw is False:
+            self.enter(min(timeout, 10.0))
+        deadline = time.monotonic() + timeout
+        with self._mpremote(deadline, f"writing {remote}") as t:
+            path = ""
+            for part in remote.strip("/").split("/")[:-1]:
+                path += "/" + part
+                if path in self._dirs:
+                    continue
+                try:
+                    t.fs_mkdir(path)
+                except (OSError, mp.TransportExecError):
+                    pass  # it exists
+                self._dirs.add(path)
+            t.fs_writefile(remote + ".tmp", bytes(data), chunk_size=FILE_CHUNK)
+            t.exec("import os\nos.rename(%r, %r)" % (remote + ".tmp", remote))
 
-    def _pending_flow(self):
-        """Pick up flow-control bytes already waiting, without blocking."""
-        try:
-            waiting = getattr(self.port, "in_waiting", 0)
-        except Exception:  # noqa: BLE001
-            waiting = 0
-        if waiting:
-            self._fill(time.monotonic() + 0.05, "raw-paste flow control")
+    def read_file(self, remote, timeout=10.0):
+        """The bytes of a board file, or None when it does not exist."""
+        if self.in_raw is False:
+            self.enter(min(timeout, 10.0))
+        with self._mpremote(time.monotonic() + timeout, f"reading {remote}") as t:
+            try:
+                return bytes(t.fs_readfile(remote, chunk_size=FILE_CHUNK))
+            except OSError:
+                return None
+
+    def remove_file(self, remote, timeout=10.0):
+        if self.in_raw is False:
+            self.enter(min(timeout, 10.0))
+        with self._mpremote(time.monotonic() + timeout, f"removing {remote}") as t:
+            try:
+                t.fs_rmfile(remote)
+            except OSError:
+                pass
 
     def start(self, code, timeout=10.0):
         """Send `code` and return a Stream of its output (the code keeps running)."""

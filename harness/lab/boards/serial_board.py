@@ -8,13 +8,38 @@ import serial
 
 from flhil.harness.lab import deploy as deploy_mod
 from flhil.harness.lab import discovery
-from flhil.harness.lab.boards.base import Node
+from flhil.harness.lab.boards.base import Board
 from flhil.harness.lab.boards.rawrepl import RawRepl
 from flhil.harness.errors import BoardError
 from flhil.harness.secrets import redact, secrets_of
 
 
-class SerialBoard(Node):
+POWER_CYCLE_S = 15.0  # a Pico W is back on USB ~1 s after power returns
+MAIN_ERROR = "flhil main: error:"  # what the board's main.py prints when the node cannot run
+WIFI_STATUS = {-1: "connection failed", -2: "no access point with that ssid", -3: "wrong password",
+               0: "idle", 1: "still connecting", 2: "no IP address yet"}
+# Run on the board: join, wait for an address or a failure, one answer line. The password is in the
+# code sent, never in what the board prints.
+WIFI_JOIN = """import network, time
+w = network.WLAN(network.STA_IF)
+w.active(True)
+try:
+    w.config(pm=0xA11140)
+except Exception:
+    pass
+if not w.isconnected():
+    w.connect(%(ssid)r, %(password)r)
+t = time.ticks_ms()
+while not w.isconnected() and w.status() >= 0 and time.ticks_diff(time.ticks_ms(), t) < %(ms)d:
+    time.sleep_ms(50)
+if w.isconnected():
+    print("IP %%s" %% w.ifconfig()[0])
+else:
+    print("FAIL %%d %%d" %% (w.status(), time.ticks_diff(time.ticks_ms(), t)))
+"""
+
+
+class SerialBoard(Board):
     """A board reached through its REPL. Every line it prints goes to `<log_dir>/<name>.log`.
 
     Lines of the current run stay in `received` even after a BoardError, which is kept in `error`.
@@ -24,7 +49,8 @@ class SerialBoard(Node):
     kind = "serial"
 
     def __init__(self, name, port=None, serial_number=None, url=None, baudrate=115200, log_dir=None,
-                 address=None, power_cycle_cmd=None, cache_dir=None, prefix="", line_timeout=30.0):
+                 address=None, power_cycle_cmd=None, cache_dir=None, prefix="", line_timeout=30.0,
+                 heap_kb=None):
         if not (port or serial_number or url):
             raise ValueError("SerialBoard needs a port, a serial number or a URL")
         self.name = name
@@ -37,6 +63,9 @@ class SerialBoard(Node):
         self.cache_dir = cache_dir
         self.prefix = prefix
         self.line_timeout = line_timeout
+        self.heap_kb = heap_kb  # the heap budget of heap expectations (the lab's heap_kb)
+        self.listen_port = None  # the TCP port of its node (set per run by the lab)
+        self.recoveries = []  # what made the harness power-cycle the board, one line each
         self.secrets = []
         self.received = []
         self.stderr = None
@@ -51,6 +80,12 @@ class SerialBoard(Node):
         else:
             self.log_path = None
 
+    @classmethod
+    def from_spec(cls, spec, log_dir=None, **kw):
+        """The board of a lab file's [[boards]] entry (a config.lab.BoardSpec)."""
+        return cls(spec.name, port=spec.port, serial_number=spec.serial, url=spec.url, log_dir=log_dir,
+                   power_cycle_cmd=spec.power, heap_kb=spec.heap_kb, **kw)
+
     # -- port ----------------------------------------------------------------------------------
     def _device(self):
         if self.url:
@@ -60,7 +95,14 @@ class SerialBoard(Node):
             if found:
                 return found
             if not self.port:
-                raise BoardError(self.name, f"no board with USB serial number {self.serial_number} attached")
+                attached = ", ".join(f"{b.serial_number} ({b.port})" for b in discovery.list_boards()
+                                     if b.serial_number) or "none"
+                stuck = discovery.bootloader_boards()
+                hint = (f"; in the bootloader (BOOTSEL: a USB drive, no serial port, no REPL): "
+                        f"{', '.join(stuck)}, power-cycle it without BOOTSEL pressed or flash MicroPython"
+                        if stuck else "")
+                raise BoardError(self.name, f"no board with USB serial number {self.serial_number} "
+                                            f"attached; attached Pico boards: {attached}{hint}")
         return self.port
 
     def open(self):
@@ -74,7 +116,9 @@ class SerialBoard(Node):
             else:
                 ser = serial.Serial(device, self.baudrate, timeout=0.02, exclusive=True)
         except (serial.SerialException, OSError, ValueError) as e:
-            raise BoardError(self.name, f"cannot open {device}: {e}") from e
+            busy = "busy" in str(e).lower() or "in use" in str(e).lower() or "lock" in str(e).lower()
+            hint = " (the port is in use by another program: close it there)" if busy else ""
+            raise BoardError(self.name, f"cannot open {device}: {e}{hint}") from e
         self.port = device if not self.url else self.port
         if self.serial_number is None and not self.url:
             self.serial_number = discovery.serial_number_of(device)
@@ -104,7 +148,7 @@ class SerialBoard(Node):
                 pass
         self._serial = self._repl = self._stream = None
 
-    # -- Node ----------------------------------------------------------------------------------
+    # -- Board ------------------------------------------------------------------------------------
     def prepare(self, firmware, compile=True, force=False, timeout=60.0):
         """Deploy a firmware tree (or a prebuilt {remote: local} map); returns a DeployResult."""
         files = firmware if isinstance(firmware, dict) else deploy_mod.build(
@@ -117,8 +161,7 @@ class SerialBoard(Node):
         """Write `flhil_run.json`, soft-reset for a fresh interpreter and run `import main`."""
         self.secrets[:] = secrets_of(run_config)  # shared with the REPL driver, so errors are masked too
         self.received, self.stderr, self.error = [], None, None
-        repl = self.open()
-        repl.enter(timeout=10.0)
+        repl = self.answer()
         deploy_mod.write_run_config(repl, run_config)
         repl.soft_reset(timeout=15.0)  # a module imported before would not run again
         self._stream = repl.start("import main", timeout=10.0)
@@ -135,6 +178,8 @@ class SerialBoard(Node):
                     break
                 self.received.append(line)
                 yield line
+                if line.startswith(MAIN_ERROR):  # main.py gave up (it blinks until reset): say so now
+                    raise BoardError(self.name, line[len(MAIN_ERROR):].strip())
         except BoardError as e:
             self.error = e
             raise
@@ -144,14 +189,20 @@ class SerialBoard(Node):
             yield line
 
     def stop(self, timeout=3.0):
-        """Ctrl-C, collect what was still printed, back to the friendly REPL. Never raises."""
+        """Ctrl-C, collect what was still printed, remove the run config from flash (it holds the
+        Wi-Fi password, and main.py would run it again at the next boot), back to the friendly
+        REPL. Never raises."""
         if self._repl is None:
             return
+        started = self._stream is not None
         try:
             self._repl.interrupt()
             if self._stream is not None and not self._stream.done:
                 for _ in self.lines(time.monotonic() + timeout):
                     pass
+            if started:
+                self._repl.enter(timeout=timeout)
+                deploy_mod.remove_file(self._repl, deploy_mod.RUN_CONFIG, timeout)
             self._repl.leave()
         except BoardError as e:
             self.error = self.error or e
@@ -164,6 +215,49 @@ class SerialBoard(Node):
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    # -- provisioning ----------------------------------------------------------------------------
+    def answer(self, timeout=5.0):
+        """The raw REPL, power-cycling the board once (when it has a power command) if it does
+        not answer; the reason is kept in `recoveries`."""
+        try:
+            repl = self.open()
+            repl.enter(timeout=timeout)
+            return repl
+        except BoardError as e:
+            first = e
+        if self.serial_number and not self.url and discovery.find_port(self.serial_number) not in (None, self.port):
+            # it reset and came back under another device name: the same board, found again
+            self._reconnect(timeout)
+            return self.repl
+        if not self.power_cycle_cmd:
+            raise first
+        self.recoveries.append(f"did not answer ({first.why}); power-cycled with {' '.join(self.power_cycle_cmd)}")
+        self.power_cycle(timeout=POWER_CYCLE_S)
+        return self.repl
+
+    def join_wifi(self, ssid, password, timeout=20.0):
+        """Join the Wi-Fi network and return the board's address, within `timeout` seconds."""
+        self.secrets[:] = [password] if password else []
+        repl = self.answer()
+        code = WIFI_JOIN % {"ssid": ssid, "password": password, "ms": int(timeout * 1000)}
+        out = repl.eval_ok(code, timeout=timeout + 5.0).strip().splitlines()
+        last = out[-1].split() if out else []
+        if len(last) == 2 and last[0] == "IP":
+            self.address = last[1]
+            return self.address
+        if len(last) == 3 and last[0] == "FAIL":
+            status, ms = int(last[1]), int(last[2])
+            why = WIFI_STATUS.get(status, "status %d" % status)
+            if status >= 0:
+                why = f"no address within {timeout:.0f} s ({why})"
+            raise BoardError(self.name, f"Wi-Fi join to {ssid!r} failed: {why} after {ms / 1000:.1f} s")
+        raise BoardError(self.name, f"Wi-Fi join to {ssid!r}: unexpected answer {' '.join(out)[-200:]!r}")
+
+    def heap_total_kb(self, timeout=10.0):
+        """The board's heap (free + used after a collection), KB."""
+        out = self.answer().eval_ok("import gc\ngc.collect()\nprint(gc.mem_free()+gc.mem_alloc())", timeout)
+        return int(out.strip()) // 1024
 
     # -- resets --------------------------------------------------------------------------------
     def hard_reset(self, timeout=20.0):

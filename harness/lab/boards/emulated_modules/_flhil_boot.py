@@ -17,6 +17,7 @@ def _flhil_boot():
     machine._ctl = ctl
     machine._board_no = int(num)
     network._ip = ip
+    network._ctl = ctl
     sys.path[:] = [flash, flash + "/lib", ".frozen"]
     sys.argv[:] = []
     os.chdir(flash)

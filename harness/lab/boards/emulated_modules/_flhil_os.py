@@ -34,7 +34,8 @@ def chdir(p):
 
 
 def stat(p):
-    return _os.stat(_real(p))
+    # "" is the current folder on a board's VFS (mpremote's `fs cp x.py :` asks for it)
+    return _os.stat(_real(p) if p else ".")
 
 
 def statvfs(p):
@@ -46,7 +47,19 @@ def listdir(p=None):
 
 
 def ilistdir(p="."):
-    return _os.ilistdir(_real(p))
+    # (name, type, inode, size), as a board's VFS gives them: the unix port leaves out the size
+    real = _real(p) if p else "."
+    for entry in _os.ilistdir(real):
+        if len(entry) > 3:
+            yield entry
+            continue
+        size = 0
+        if entry[1] != 0x4000:
+            try:
+                size = _os.stat(real + "/" + entry[0])[6]
+            except OSError:
+                pass
+        yield (entry[0], entry[1], entry[2], size)
 
 
 def mkdir(p):

@@ -1,5 +1,12 @@
-# Emulated Pico W `network` (MicroPython side): a WLAN that "connects" at once and reports the
-# board's own loopback address, so the node binds to an IP that is distinct per board.
+# Emulated Pico W `network` (MicroPython side): a WLAN that reports the board's own loopback
+# address once connected, so the node binds to an IP that is distinct per board. A twin of a rack
+# has an access point (`<control dir>/wifi.json`: ssid, password, join_ms): a wrong ssid or
+# password fails the join as a Pico W does, and the join takes join_ms. Without one it connects at
+# once.
+import time
+
+_open = open  # the host's open: loaded before _flhil_os maps "/" to the flash directory
+_ctl = None  # set by _flhil_boot: the supervisor's control directory
 STA_IF = 0
 AP_IF = 1
 STAT_IDLE = 0
@@ -50,17 +57,32 @@ class WLAN:
             raise OSError("WLAN not active")
         self._ssid = ssid
         self._cfg["ssid"] = ssid
-        self._status = STAT_GOT_IP
+        ap = _access_point()
+        if ap is None:
+            self._status = STAT_GOT_IP
+        elif ap.get("ssid") != ssid:
+            self._status = STAT_NO_AP_FOUND
+        elif ap.get("password") != key:
+            self._status = STAT_WRONG_PASSWORD
+        else:
+            self._status = STAT_CONNECTING
+            self._up_at = time.ticks_add(time.ticks_ms(), int(ap.get("join_ms", 0)))
+
+    def _poll(self):
+        if self._status == STAT_CONNECTING and time.ticks_diff(time.ticks_ms(), self._up_at) >= 0:
+            self._status = STAT_GOT_IP
 
     def disconnect(self):
         self._status = STAT_IDLE
 
     def isconnected(self):
+        self._poll()
         return self._active and self._status == STAT_GOT_IP
 
     def status(self, param=None):
         if param == "rssi":
             return -40
+        self._poll()
         return self._status
 
     def ifconfig(self, conf=None):
@@ -82,3 +104,14 @@ class WLAN:
 
     def scan(self):
         return []
+
+
+def _access_point():
+    if not _ctl:
+        return None
+    try:
+        with _open(_ctl + "/wifi.json") as f:
+            import json
+            return json.load(f)
+    except OSError:
+        return None
