@@ -64,6 +64,7 @@ def my_address(master):
 def standalone_config(noNodes, nodeId, flSrvId, masterIpAdr):
     """Upstream's launch: fixed ports, the coordinator's address known, every other announced."""
     return {"run": "standalone", "key": "00", "node": nodeId, "nodes": noNodes, "server": flSrvId,
+            "payload": "json",  # upstream's apps send any JSON value
             "listen": [my_address(masterIpAdr), PORT_BASE + nodeId],
             "peers": {str(flSrvId): [masterIpAdr, PORT_BASE + flSrvId]}}
 

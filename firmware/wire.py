@@ -241,6 +241,29 @@ def numeric(v, depth=0):
     return False
 
 
+def json_value(v, depth=0):
+    """An app's own payload (`payload = "json"`): finite numbers, null, booleans, strings, and
+    lists and objects of them (string keys) at most MAX_DEPTH deep."""
+    t = type(v)
+    if t is float:
+        return _finite(v)
+    if t is int or t is str or t is bool or v is None:
+        return True
+    if depth >= MAX_DEPTH:
+        return False
+    if t is list:
+        for x in v:
+            if not json_value(x, depth + 1):
+                return False
+        return True
+    if t is dict:
+        for k in v:
+            if type(k) is not str or not json_value(v[k], depth + 1):
+                return False
+        return True
+    return False
+
+
 def _address(a):
     return type(a) is list and len(a) == 2 and type(a[0]) is str and 0 < len(a[0]) <= MAX_HOST \
         and type(a[1]) is int and 0 <= a[1] <= 65535
@@ -250,10 +273,11 @@ def _node_key(k, nodes):
     return type(k) is str and 0 < len(k) <= 5 and k.isdigit() and int(k) < nodes
 
 
-def check_payload(p, v, nodes):
-    """The payload's shape for its phase, or Rejected("bad_payload")."""
+def check_payload(p, v, nodes, shape="numeric"):
+    """The payload's shape for its phase, or Rejected("bad_payload"). FL payloads are numeric
+    (numbers, lists of them: models) unless the run declares the app's own JSON (`shape`)."""
     if p in FL_PHASES:
-        ok = numeric(v)
+        ok = numeric(v) if shape == "numeric" else json_value(v)
     elif p == "hello":
         ok = _address(v)
     else:  # go
@@ -281,8 +305,9 @@ class Codec:
     """Encodes this node's frames and parses the frames it receives. `keys` is the node's
     auth.LinkKeys; `server` the run's server (the roles of go, hello, cd and cu)."""
 
-    def __init__(self, run, keys, server=0, max_frame=DEFAULT_MAX_FRAME):
+    def __init__(self, run, keys, server=0, max_frame=DEFAULT_MAX_FRAME, payload="numeric"):
         self.run = run
+        self.payload = payload
         self.keys = keys
         self.node = keys.node
         self.nodes = keys.nodes
@@ -293,7 +318,7 @@ class Codec:
     def from_config(cls, cfg):
         from flhil.auth import LinkKeys
         return cls(cfg.get("run", ""), LinkKeys.from_config(cfg), cfg.get("server", 0),
-                   cfg.get("max_frame", DEFAULT_MAX_FRAME))
+                   cfg.get("max_frame", DEFAULT_MAX_FRAME), cfg.get("payload", "numeric"))
 
     # -- sending -----------------------------------------------------------------------------
     def encode_data(self, msg):
@@ -378,4 +403,4 @@ class Codec:
             raise Rejected("bad_sender", "%s from %d, not the server" % (p, s))
         if (p == "hello" or p == "cu") and self.node != self.server:
             raise Rejected("bad_dest", "%s to a node that is not the server" % p)
-        check_payload(p, msg["v"], self.nodes)
+        check_payload(p, msg["v"], self.nodes, self.payload)

@@ -21,6 +21,7 @@ training time, which is not, is in the `model` events)."""
 from flhil import mlp
 from flhil.apps.common import Rng
 
+PAYLOAD = "json"  # its messages are objects with the model as text (wire.check_payload)
 ARGS = {"iterations": 5, "epochs": 2, "lr": 0.01, "hidden": 128}  # the arguments, with defaults
 METRIC = "server: mean training loss of the replies; clients: training loss"  # what round_end.v is
 D_IN = 64

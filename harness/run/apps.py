@@ -101,6 +101,7 @@ class UserApp:
     dir: str
     shape: str                   # "run" or "script"
     args: dict | None            # ARGS the app declares (None: free-form)
+    payload: str = "json"        # what its messages carry: "json" (any JSON value) or "numeric"
     files: list = field(default_factory=list)  # staged files, relative to dir
 
     def board_files(self, compiled=True, mpy_cross="mpy-cross"):
@@ -138,6 +139,26 @@ def shape_of(tree):
     if any(_is_main_guard(s) for s in tree.body):
         return "script"
     return None
+
+
+def declared_payload(tree):
+    """The payload shape a user's app declares (PAYLOAD = "numeric" or "json"); "json" by default,
+    as upstream's apps send any JSON value."""
+    for s in tree.body:
+        if isinstance(s, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "PAYLOAD" for t in s.targets):
+            try:
+                return ast.literal_eval(s.value)
+            except ValueError:
+                break
+    return "json"
+
+
+def payload_shape(spec):
+    """What the nodes of a run accept as FL payloads: the app's declared shape."""
+    if spec.user_app is not None:
+        return spec.user_app.payload
+    module = __import__("flhil.apps." + spec.app, fromlist=["PAYLOAD"])
+    return getattr(module, "PAYLOAD", "numeric")
 
 
 def declared_args(tree):
@@ -283,7 +304,7 @@ def stage(source, check=True, mpy_cross="mpy-cross"):
         digest.update(rel.encode() + b"\0" + Path(files[rel]).read_bytes() + b"\0")
     folder = _cache_root() / (main.stem + "-" + digest.hexdigest()[:16])
     app = UserApp(str(main), main.stem, str(folder), shape, declared_args(tree) if shape == "run" else None,
-                  sorted(files))
+                  declared_payload(tree), sorted(files))
     if (folder / ".staged").is_file():
         return app
     tmp = Path(str(folder) + ".tmp%d" % os.getpid())

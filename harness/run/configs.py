@@ -3,7 +3,7 @@ for every backend."""
 import hashlib
 import secrets
 
-from flhil.harness.run.apps import BOARD_APP_PATH
+from flhil.harness.run.apps import BOARD_APP_PATH, payload_shape
 from flhil.auth import pair_table
 from flhil.harness.run.spec import DEFAULT_PORT
 from flhil.lagmon import PERIOD_MS as LAG_PERIOD_MS
@@ -46,7 +46,8 @@ def node_configs(spec, slots, run_id, key, wifi=None):
                                if s.address not in (None, ANNOUNCED)}
     common = {"run": run_id, "nodes": spec.nodes, "server": spec.server, "peers": peers,
               "app": spec.app, "args": spec.args, "timing": spec.timing, "strict": spec.strict,
-              "seed": spec.seed, "faults": spec.faults, "max_frame": max_frame(spec.nodes, spec)}
+              "seed": spec.seed, "faults": spec.faults, "max_frame": max_frame(spec.nodes, spec),
+              "payload": payload_shape(spec)}
     if not memory:  # in real time a node measures its own scheduling lag (virtual time has none)
         common["monitor_ms"] = LAG_PERIOD_MS
     user = spec.user_app

@@ -104,6 +104,8 @@ async def test_the_server_sends_each_client_its_slice_and_aggregates_by_overlap(
     cfgs = fwkit.configs("heterofl_slices", 3, "heterofl", {"iterations": 2, "hidden": 8, "epochs": 1},
                          timing={"round_ms": 2000, "recv_ms": 4000})
     cfgs[0]["heterofl"] = {"levels": {"1": "a", "2": "e"}, "dynamic": False}
+    for cfg in cfgs:
+        cfg["payload"] = heterofl.PAYLOAD  # what the harness writes for this app
     for i in (1, 2):
         cfgs[i]["heterofl"] = {"x": shard, "y": "37", "level": "ae"[i - 1]}
     r = await fwkit.run(cfgs, timeout_s=20)
