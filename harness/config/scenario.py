@@ -20,6 +20,7 @@ from flhil.vocab import ALGORITHMS
 from pydantic import ConfigDict, Field
 
 from flhil.harness.config.faults import SEED_MAX, FaultPlanConfig, normalise_fault_plan
+from flhil.harness.config.flower import FlowerConfig, check_fault_plan as check_flower_faults
 from flhil.harness.config.model import (ConfigModel, Expect, Float, Int, OneOf, Text, Unique,
                                         field_for_path, validate)
 from flhil.harness.config.toml import (At, Source, describe, format_key_path, parse_key_path, parse_toml,
@@ -27,6 +28,8 @@ from flhil.harness.config.toml import (At, Source, describe, format_key_path, pa
 from flhil.harness.results.expectations import expect_model
 
 ALGORITHM_APPS = ALGORITHMS  # algorithm -> its default app
+FLOWER = "flower"  # a Flower project on a Flower lab (harness/flower/), not a fl-hil app
+SCENARIO_ALGORITHMS = tuple(ALGORITHMS) + (FLOWER,)
 MAX_NODES = 254  # a lab gives each kind of node one /24 loopback block: 254 addresses
 MAX_MS = 3_600_000  # no deadline of a run is longer than an hour: beyond it, a mistake
 
@@ -62,6 +65,7 @@ class Scenario:
     faults: dict  # normalised fault plan; `seed` only when the file sets it
     expect: dict
     params: dict[str, list]  # dotted path -> values, in file order
+    flower: dict | None = None  # the [flower] table (project made absolute) of a Flower scenario
     _doc: dict = field(repr=False, compare=False, default_factory=dict)
     _source: Source = field(repr=False, compare=False, default=None)
 
@@ -127,6 +131,7 @@ class ScenarioCase:
     args = property(lambda self: self.scenario.args)
     timing = property(lambda self: self.scenario.timing)
     expect = property(lambda self: self.scenario.expect)
+    flower = property(lambda self: self.scenario.flower)
 
 
 def format_param_value(value: Any) -> str:
@@ -209,7 +214,8 @@ def _scenario_model():
 
     class ScenarioConfig(ConfigModel):
         name: Text(description="shown in reports; default: the file name") | None = None
-        algorithm: OneOf(ALGORITHMS, description="the algorithm under test")
+        algorithm: OneOf(SCENARIO_ALGORITHMS, description="the algorithm under test; \"flower\": the Flower "
+                         "project of [flower] on a Flower lab")
         app: Text(description="the app under test: a built-in, a Python file (relative to this file) "
                   "or a module on the app path; default per algorithm") | None = None
         description: Text(allow_empty=True, description="why this scenario exists") = ""
@@ -217,7 +223,9 @@ def _scenario_model():
                          Expect("a non-empty list of seeds")] = Field(
             default_factory=lambda: [1], description="one item per seed")
         strict: Annotated[bool, Field(description="upstream-strict semantics: no deadlines, no quorum")] = False
-        nodes: NodesConfig = Field(description="how many nodes and where")
+        nodes: NodesConfig | None = Field(None, description="how many nodes and where (not for flower: "
+                                          "[flower] supernodes)")
+        flower: FlowerConfig | None = Field(None, description="the Flower project and lab (algorithm = \"flower\")")
         params: dict[str, Any] = Field(
             default_factory=dict, description='a cartesian product of overrides: "key.path" = [values]')
         args: ArgsConfig = Field(default_factory=ArgsConfig, description="passed to the app")
@@ -227,6 +235,20 @@ def _scenario_model():
 
         def check(self, at, ctx):
             _check_param_values(self.params, at / "params")
+            if self.algorithm == FLOWER:
+                if self.flower is None:
+                    (at / "flower").fail("algorithm = \"flower\" needs a [flower] table: project, supernodes")
+                if self.nodes is not None:
+                    (at / "nodes").fail("a Flower scenario's nodes are the SuperLink and [flower] supernodes; "
+                                        "leave [nodes] out")
+                if self.app is not None:
+                    (at / "app").fail("a Flower scenario runs its [flower] project, not an app")
+                check_flower_faults(self.faults.data(), at / "faults")
+            else:
+                if self.nodes is None:
+                    (at / "nodes").fail("missing required key, expected a table")
+                if self.flower is not None:
+                    (at / "flower").fail("a [flower] table needs algorithm = \"flower\"")
     return ScenarioConfig
 
 
@@ -284,10 +306,18 @@ def _build(doc: dict, source: Source) -> Scenario:
     count = None
     if isinstance(doc.get("nodes"), dict):
         count = validate(NodesConfig, doc["nodes"], root / "nodes").count
+    elif isinstance(doc.get("flower"), dict) and isinstance(doc["flower"].get("supernodes"), int):
+        count = doc["flower"]["supernodes"] + 1  # node 0 the SuperLink, then the SuperNodes
     model = validate(ScenarioConfig, doc, root, {"nodes": count})
     _check_param_paths(model.params, doc, root / "params")
-    nodes = model.nodes
-    app = _user_app(model, source, root)
+    flower = None
+    if model.algorithm == FLOWER:
+        nodes = NodesConfig.model_construct(count=count, boards=0, server=0, max_frame_kb=None)
+        flower = _flower_table(model.flower, source)
+        app = FLOWER
+    else:
+        nodes = model.nodes
+        app = _user_app(model, source, root)
     expect = model.expect.data()
     if isinstance(expect.get("oracle"), str):
         expect["oracle"] = _user_oracle(expect["oracle"], source, root / "expect" / "oracle")
@@ -306,6 +336,7 @@ def _build(doc: dict, source: Source) -> Scenario:
         faults=model.faults.data(),
         expect=expect,
         params=dict(model.params),
+        flower=flower,
         _doc=doc,
         _source=source,
     )
@@ -336,6 +367,15 @@ def _user_app(model, source: Source, root: At) -> str:
             f'oracle = "{Path(path).name}:reference" (nodes, args -> the final value of each node), '
             'or a JSON file of the final values, oracle = "expected.json"')
     return path
+
+
+def _flower_table(flower, source: Source) -> dict:
+    """The [flower] table as data, its project an absolute path (relative to the scenario file)."""
+    data = flower.data()
+    base = Path(source.path).parent if source.path else Path(".")
+    data["project"] = str((base / data["project"]).resolve())
+    data["run_config"] = flower.run_config.data()
+    return data
 
 
 def _user_oracle(ref: str, source: Source, at: At) -> str:

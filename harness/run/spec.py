@@ -13,7 +13,7 @@ from pydantic import Field
 
 from flhil.harness.config.faults import SEED_MAX, FaultPlanConfig
 from flhil.harness.config.model import ConfigModel, Float, Int, Text, validate
-from flhil.harness.config.scenario import ArgsConfig, TimingConfig
+from flhil.harness.config.scenario import FLOWER, ArgsConfig, TimingConfig
 from flhil.harness.config.toml import At, Source, suggestion
 from flhil.harness.run import apps
 from flhil.node import STARTUP_MARGIN_MS, TIMING_DEFAULTS
@@ -41,10 +41,15 @@ class RunSpecModel(ConfigModel):
     max_frame_kb: Int(1, 4096, description="largest message, KiB (default: the firmware's, 64)") | None = None
     deadline_s: Float(0, lo_open=True, description="longest the run may take; default from the timing") \
         | None = None
+    flower: dict | None = None  # algorithm "flower": the scenario's [flower] table (config/flower.py)
 
     def check(self, at, ctx):
         if self.server >= self.nodes:
             (at / "server").fail(f"expected a node id from 0 to {self.nodes - 1}, got {self.server}")
+        if self.algorithm == FLOWER:
+            if self.flower is None:
+                (at / "flower").fail("algorithm flower needs the [flower] table (project, supernodes)")
+            return
         if self.app is None and self.algorithm is None:
             at.fail("give an app or an algorithm")
         if self.app is not None and not apps.is_builtin(self.app) and self.algorithm is None:
@@ -58,7 +63,7 @@ class RunSpec:
     """One run: app, nodes, server, args, timing, fault plan (normalised), seed, strict."""
 
     FIELDS = ("app", "algorithm", "nodes", "server", "args", "timing", "faults", "seed", "strict",
-              "max_frame_kb", "deadline_s")
+              "max_frame_kb", "deadline_s", "flower")
 
     def __init__(self, **fields):
         at = At(Source(fields.pop("_source", None)), ())
@@ -69,7 +74,8 @@ class RunSpec:
         self.nodes = model.nodes
         self.server = model.server
         self.algorithm = model.algorithm or APP_ALGORITHMS.get(model.app)
-        self.app = model.app or ALGORITHMS[model.algorithm]
+        self.flower = copy.deepcopy(model.flower) if self.algorithm == FLOWER else None
+        self.app = FLOWER if self.flower is not None else model.app or ALGORITHMS[model.algorithm]
         self.args = model.args.data()
         self.timing = model.timing.data()
         faults = model.faults.data()
@@ -80,6 +86,8 @@ class RunSpec:
         self.deadline = model.deadline_s
         self.max_frame_kb = model.max_frame_kb
         self._user_app = None
+        if self.flower is not None:
+            return  # a Flower project: checked by harness/flower before any process starts
         if not apps.is_builtin(self.app):
             try:
                 self.app = apps.locate(self.app, base_dir)
@@ -113,7 +121,8 @@ class RunSpec:
         return {"app": self.app, "algorithm": self.algorithm, "nodes": self.nodes, "server": self.server,
                 "args": copy.deepcopy(self.args), "timing": dict(self.timing),
                 "faults": copy.deepcopy(self.faults), "seed": self.seed, "strict": self.strict,
-                "max_frame_kb": self.max_frame_kb, "deadline_s": self.deadline}
+                "max_frame_kb": self.max_frame_kb, "deadline_s": self.deadline,
+                **({"flower": copy.deepcopy(self.flower)} if self.flower is not None else {})}
 
     def __eq__(self, other):
         return isinstance(other, RunSpec) and self.to_dict() == other.to_dict()
