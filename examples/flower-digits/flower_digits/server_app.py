@@ -19,7 +19,7 @@ def _central_evaluate(server_round, arrays):
 def main(grid: Grid, context: Context):
     cfg = context.run_config
     need = int(cfg["min-nodes"])
-    strategy = FedAvg(fraction_train=float(cfg["fraction-train"]), fraction_evaluate=1.0,
+    strategy = FedAvg(fraction_train=float(cfg["fraction-train"]), fraction_evaluate=float(cfg["fraction-evaluate"]),
                       min_train_nodes=need, min_evaluate_nodes=need, min_available_nodes=need)
     strategy.start(grid=grid, initial_arrays=ArrayRecord(task.initial_weights()),
                    num_rounds=int(cfg["num-server-rounds"]), timeout=float(cfg["round-timeout"]),

@@ -120,6 +120,8 @@ def _install():
 
         def send_and_receive(self, messages, *, timeout=None):
             messages = list(messages)
+            if not messages:
+                return self._grid.send_and_receive(messages, timeout=timeout)
             kind = messages[0].metadata.message_type if messages else "?"
             dst = [m.metadata.dst_node_id for m in messages]
             base = kind.split(".")[0]
