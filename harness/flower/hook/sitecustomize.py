@@ -149,7 +149,9 @@ def _install():
             finally:
                 set_activity(None)
             ok = [m.metadata.src_node_id for m in replies if not m.has_error()]
-            errors = [{"node": m.metadata.src_node_id, "msg": str(m.error.reason)} for m in replies if m.has_error()]
+            dst_of = dict(zip(ids, dst))  # an error reply may come from the SuperLink itself (node 1)
+            errors = [{"node": dst_of.get(m.metadata.reply_to_message_id, m.metadata.src_node_id),
+                       "msg": str(m.error.reason)} for m in replies if m.has_error()]
             emit("call", p=base, i=state["round"], sent=dst, got=ok, errors=errors,
                  ms=round((time.monotonic() - t0) * 1000, 1), timeout_s=timeout)
             r = state["open"]
