@@ -56,9 +56,9 @@ class FlowerBackend(Backend):
     name = "flower"
     keep_events = True
 
-    def __init__(self, run_dirs=None, direct=False):
+    def __init__(self, run_dirs=None, direct=()):
         self.run_dirs = run_dirs
-        self.direct = direct  # SuperNodes straight to the SuperLink, no proxy (bench's baseline)
+        self.direct = direct  # SuperNodes straight to the SuperLink, no proxy (True: all; the bench's baseline)
         self._project = None
         self._tmp = None
 
@@ -133,11 +133,11 @@ def _strip_ansi(text):
 class FlowerLab:
     """One run's Flower processes, proxies and fault schedule."""
 
-    def __init__(self, spec, project, run_dir, collector, direct=False):
+    def __init__(self, spec, project, run_dir, collector, direct=()):
         self.spec, self.project, self.run_dir, self.collector = spec, project, run_dir, collector
         self.flower = spec.flower
         self.n = self.flower["supernodes"]
-        self.direct = direct
+        self.direct = set(range(1, self.n + 1)) if direct is True else set(direct or ())
         self.cfg = dict(project.run_config)
         self.cfg.update(self.flower.get("run_config") or {})
         self.procs = {}             # fl-hil node -> _Proc
@@ -191,6 +191,9 @@ class FlowerLab:
                 ev[key] = sorted((self.flower_ids.get(int(x), "flower:%s" % x) if str(x).isdigit() else x
                                   for x in ev[key]), key=lambda v: (isinstance(v, str), v if isinstance(v, int) else 0,
                                                                     str(v)))
+        if isinstance(ev.get("reply_ms"), dict):
+            ev["reply_ms"] = {str(self.flower_ids.get(int(k), "flower:%s" % k)) if str(k).isdigit() else k: v
+                              for k, v in ev["reply_ms"].items()}
         for e in ev.get("errors") or []:
             if isinstance(e, dict) and str(e.get("node", "")).isdigit():
                 e["node"] = self.flower_ids.get(int(e["node"]), e["node"])
@@ -199,7 +202,8 @@ class FlowerLab:
     def _server_event(self, ev):
         ev = self._translate(ev)
         kind = ev.get("ev")
-        self.last_progress = time.monotonic()
+        if kind != "waiting":  # a wait that goes on is not progress
+            self.last_progress = time.monotonic()
         if kind == "ready":
             self.t0 = ev.get("t0")
             for node in sorted(self.connected):
@@ -256,7 +260,7 @@ class FlowerLab:
 
     def _start_supernode(self, node):
         port = free_port()
-        target = self.ports["proxy"][node] if not self.direct else self.ports[0]
+        target = self.ports["proxy"].get(node, self.ports[0])
         argv = [command("flower-supernode"), "--insecure", "--superlink", "%s:%d" % (HOST, target),
                 "--host", HOST, "--port", str(port),
                 "--node-config", "partition-id=%d num-partitions=%d" % (node - 1, self.n)]
@@ -295,23 +299,23 @@ class FlowerLab:
         node = action.node
         fields = {"kind": action.kind, "i": self.round}
         if action.kind == "delay":
-            if self.proxy is not None:
+            if node in self.proxy_links():
                 self.proxy.set_link(node, action.args["direction"], delay_ms=action.args["ms"],
                                     jitter_ms=action.args["jitter_ms"])
             fields.update(dir=action.args["direction"], ms=action.args["ms"], jitter_ms=action.args["jitter_ms"])
             if action.args.get("heal"):
                 fields["kind"], fields["heal"] = "delay", True
         elif action.kind == "bandwidth":
-            if self.proxy is not None:
+            if node in self.proxy_links():
                 self.proxy.set_link(node, kbps=action.args["kbps"])
             fields["kbps"] = action.args["kbps"]
         elif action.kind in ("partition", "heal"):
-            if self.proxy is not None:
+            if node in self.proxy_links():
                 self.proxy.blackhole(node, action.kind == "partition")
             (self.cut.add if action.kind == "partition" else self.cut.discard)(node)
             fields.update(kind="partition", heal=action.kind == "heal")
         elif action.kind == "reset":
-            fields["connections"] = self.proxy.reset(node) if self.proxy is not None else 0
+            fields["connections"] = self.proxy.reset(node) if node in self.proxy_links() else 0
         elif action.kind == "crash":
             proc = self.procs.get(node)
             if proc is not None:
@@ -332,6 +336,9 @@ class FlowerLab:
             fields["ms_run"] = round(ms, 1)
         fields["dst"] = 0
         self.emit(node, "fault", **fields)
+
+    def proxy_links(self):
+        return self.proxy.links if self.proxy is not None else {}
 
     # -- the run ----------------------------------------------------------------------------
     def deadlines(self):
@@ -357,7 +364,7 @@ class FlowerLab:
         why, unfinished = "done", []
         waiting_for = None
         try:
-            if not self.direct:
+            if len(self.direct) < self.n:
                 self.proxy = FaultProxy(seed=self.spec.faults.get("seed", self.spec.seed))
             argv = [command("flower-superlink"), "--insecure", "--host", HOST, "--port", str(self.ports[0]),
                     "--disable-runtime-dependency-installation"]
@@ -369,7 +376,8 @@ class FlowerLab:
             self.ports["proxy"] = {}
             if self.proxy is not None:
                 for i in range(1, self.n + 1):
-                    self.ports["proxy"][i] = self.proxy.add_link(i, self.ports[0])
+                    if i not in self.direct:
+                        self.ports["proxy"][i] = self.proxy.add_link(i, self.ports[0])
             for a in plan.initial():
                 self._apply(a, None)
             for i in range(1, self.n + 1):
@@ -426,7 +434,8 @@ class FlowerLab:
                             "run_config": self.cfg, "nodes": {str(i): [str(x) for x in v] for i, v in
                                                               self.ids_of.items()},
                             "proxy": None if self.proxy is None else {
-                                str(i): {"bytes": dict(s.bytes), "chunks": dict(s.chunks)}
+                                str(i): {"bytes": dict(s.bytes), "chunks": dict(s.chunks),
+                                         "held_ms": {d: round(v * 1000, 3) for d, v in s.held_s.items()}}
                                 for i, s in self.proxy.links.items()},
                             "ports": {str(k): v for k, v in self.ports.items() if k != "proxy"}}}
         if waiting_for is not None:

@@ -34,6 +34,7 @@ class LinkState:
         self.connections = set()
         self.bytes = {"up": 0, "down": 0}
         self.chunks = {"up": 0, "down": 0}
+        self.held_s = {"up": 0.0, "down": 0.0}  # time chunks spent in the proxy, read to written
 
     def delay_s(self, direction):
         d, j = self.delay_ms[direction], self.jitter_ms[direction]
@@ -194,7 +195,7 @@ class FaultProxy:
                     last = at
                     state.bytes[direction] += len(data)
                     state.chunks[direction] += 1
-                    await queue.put((at, data))
+                    await queue.put((at, data, now))
             except (ConnectionError, OSError):
                 pass
             await queue.put(None)
@@ -205,7 +206,7 @@ class FaultProxy:
                     item = await queue.get()
                     if item is None:
                         break
-                    at, data = item
+                    at, data, arrived = item
                     wait = at - loop.time()
                     if wait > 0:
                         await asyncio.sleep(wait)
@@ -213,6 +214,7 @@ class FaultProxy:
                         await state.healed.wait()
                     writer.write(data)
                     await writer.drain()
+                    state.held_s[direction] += loop.time() - arrived
                 if writer.can_write_eof():
                     writer.write_eof()  # a half close; the connection closes when both sides end
             except (ConnectionError, OSError):

@@ -134,6 +134,7 @@ def _install():
             ids = list(self._grid.push_messages(messages))
             pending = {i: d for i, d in zip(ids, dst)}
             replies = []
+            reply_ms = {}
             end = None if timeout is None else t0 + timeout
             set_activity({"p": base, "on": sorted(pending.values())})
             try:
@@ -141,7 +142,9 @@ def _install():
                     got = list(self._grid.pull_messages(list(pending)))
                     replies.extend(got)
                     for m in got:
-                        pending.pop(m.metadata.reply_to_message_id, None)
+                        d = pending.pop(m.metadata.reply_to_message_id, None)
+                        if d is not None:
+                            reply_ms[str(d)] = round((time.monotonic() - t0) * 1000, 1)
                     state["activity"] = {"p": base, "on": sorted(pending.values())}
                     if not pending or (end is not None and time.monotonic() >= end):
                         break
@@ -153,7 +156,7 @@ def _install():
             errors = [{"node": dst_of.get(m.metadata.reply_to_message_id, m.metadata.src_node_id),
                        "msg": str(m.error.reason)} for m in replies if m.has_error()]
             emit("call", p=base, i=state["round"], sent=dst, got=ok, errors=errors,
-                 ms=round((time.monotonic() - t0) * 1000, 1), timeout_s=timeout)
+                 ms=round((time.monotonic() - t0) * 1000, 1), timeout_s=timeout, reply_ms=reply_ms)
             r = state["open"]
             if r is not None:
                 if base == "train":

@@ -1,0 +1,72 @@
+"""Flower runs on this host (skipped without flwr): a clean run becomes a run record with Flower's
+rounds, and a ServerApp that waits for nodes that never come is reported as a hang with what it
+waited for, within the run's stall limit; no Flower process outlives a run."""
+import os
+import pathlib
+import time
+
+import pytest
+
+from flhil.harness.flower.project import FlowerError, check_flwr
+
+try:
+    check_flwr()
+except FlowerError as _e:
+    pytestmark = pytest.mark.skip(reason="Flower runs need flwr: %s" % _e)
+
+EXAMPLE = str(pathlib.Path(__file__).parents[2] / "examples" / "flower-digits")
+
+
+def run(tmp_path, supernodes=2, faults=None, **flower):
+    from flhil.harness.flower.backend import FlowerBackend
+    from flhil.harness.run import pipeline
+    from flhil.harness.run.spec import RunSpec
+    table = {"project": EXAMPLE, "supernodes": supernodes}
+    table.update(flower)
+    spec = RunSpec(algorithm="flower", nodes=supernodes + 1, flower=table, faults=faults or {})
+    return pipeline.execute(spec, FlowerBackend(run_dirs=lambda name: str(tmp_path / name))), spec
+
+
+def processes_using(port):
+    """Processes whose command line names the port (Flower's processes of that lab)."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if ":%d" % port in cmd or "--port %d" % port in cmd:
+            out.append((int(pid), cmd))
+    return out
+
+
+def test_a_clean_flower_run_becomes_a_run_record(tmp_path):
+    from flhil.harness.run import pipeline
+    record, spec = run(tmp_path, run_config={"num-server-rounds": 1})
+    assert record["stopped"] == "done", record.get("hang")
+    assert record.statuses() == {0: "ok", 1: "ok", 2: "ok"}
+    [r1] = record.rounds(0)
+    assert r1["i"] == 1 and r1["got"] == [1, 2] and r1["miss"] == []
+    assert record.result(0)["accuracy"] > 0.5 and record.result(1)["answered"] == 1
+    assert record.round_latencies_ms(0)[1] > 0
+    verdict = pipeline.analyse(record, {"all_return": True, "accuracy": {"min": 0.5},
+                                        "aggregated": {"min": 2}}, spec)
+    assert verdict.ok, verdict.summary()
+    port = record["flower"]["ports"]["0"]
+    assert processes_using(port) == []
+
+
+def test_a_serverapp_waiting_for_nodes_that_never_come_is_a_hang(tmp_path):
+    t = time.monotonic()
+    record, spec = run(tmp_path, run_config={"min-nodes": 3}, stall_s=15.0)
+    took = time.monotonic() - t
+    hang = record["hang"]
+    assert hang is not None and hang["node"] == 0 and hang["phase"] == "run", hang
+    assert hang["waiting"]["p"] == "sample" and sorted(hang["waiting"]["on"]) == [1, 2], hang
+    assert hang["superlink"]["connected"] == [1, 2]
+    assert "said nothing new" in hang["why"]
+    assert took < 15.0 + 150, took
+    assert processes_using(record["flower"]["ports"]["0"]) == []
