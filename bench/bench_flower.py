@@ -13,7 +13,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import REPO, median, parse_args, ratio, run_main, sigterm_as_interrupt, table, write_json  # noqa: E402,I001
+from _common import REPO, median, parse_args, ratio, run_main  # noqa: E402
+from _common import sigterm_as_interrupt, table, write_json  # noqa: E402
 
 EXAMPLE = os.path.join(REPO, "examples", "flower-digits")
 SUPERNODES = 8
@@ -41,7 +42,6 @@ def main():
     record = pipeline.execute(spec, FlowerBackend(run_dirs=lambda name: os.path.join(root, name), direct=direct))
     wall = time.monotonic() - t
     boot = record.events(0, "boot")[0]["t"]
-    listen_line = None
     registered = [e["t"] for n in range(1, SUPERNODES + 1) for e in record.events(n, "listen")[:1]]
     ready = [e["t"] for e in record.events(0, "ready")]
     up_s = (max(registered) - boot) / 1e6 if len(registered) == SUPERNODES else None
@@ -70,7 +70,7 @@ def main():
         "reply_time_per_round": per_round,
         "reply_overhead_ms_median": median([r["proxied_ms"] - r["direct_ms"] for r in per_round
                                             if r["proxied_ms"] is not None and r["direct_ms"] is not None]),
-        "wall_s": wall, "loadavg_at_start": load0, "listen": listen_line,
+        "wall_s": wall, "loadavg_at_start": load0,
         "command": "python bench/bench_flower.py" + (" --quick" if args.quick else ""),
     }
     print("Flower lab of %d SuperNodes (flwr %s), %d rounds, run %s in %.1f s (load %.1f at start)"
@@ -81,10 +81,11 @@ def main():
     table(["round", "reply proxied ms (median of 4)", "reply direct ms (median of 4)", "answered"],
           [[r["round"], r["proxied_ms"], r["direct_ms"], r["answered"]] for r in per_round])
     print()
-    table(["fault proxy (idle)", "value"], [["time in proxy per round per SuperNode, ms", held_per_round],
-                                            ["per chunk, ms", chunk_ms],
-                                            ["chunks per round per SuperNode", figures["proxy"]["chunks_per_round_per_node"]],
-                                            ["reply time proxied - direct, ms (median)", figures["reply_overhead_ms_median"]]])
+    table(["fault proxy (idle)", "value"], [
+        ["time in proxy per round per SuperNode, ms", held_per_round],
+        ["per chunk, ms", chunk_ms],
+        ["chunks per round per SuperNode", figures["proxy"]["chunks_per_round_per_node"]],
+        ["reply time proxied - direct, ms (median)", figures["reply_overhead_ms_median"]]])
     write_json("bench_flower", figures, args.out)
     import shutil
     shutil.rmtree(root, ignore_errors=True)

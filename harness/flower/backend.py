@@ -406,7 +406,8 @@ class FlowerLab:
                         self._apply(a, ms)
                         plan.happened(a, ms)
                 time.sleep(TICK_S)
-            self.collector.phase("ready") if "ready" not in self.collector.phases else None
+            if "ready" not in self.collector.phases:
+                self.collector.phase("ready")
         except _Hang as h:
             why, unfinished = "deadline", [0]
             waiting_for = h
