@@ -70,3 +70,21 @@ def test_a_serverapp_waiting_for_nodes_that_never_come_is_a_hang(tmp_path):
     assert "said nothing new" in hang["why"]
     assert took < 15.0 + 150, took
     assert processes_using(record["flower"]["ports"]["0"]) == []
+
+
+def test_ctrl_c_mid_start_leaves_no_flower_process(tmp_path, monkeypatch):
+    from flhil.harness.flower import backend
+    seen = {}
+
+    def interrupted(self):
+        seen["port"] = self.ports[0]
+        seen["pids"] = [p.proc.pid for p in self.procs.values()]
+        raise KeyboardInterrupt
+    monkeypatch.setattr(backend.FlowerLab, "_submit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, supernodes=2)
+    assert len(seen["pids"]) == 3
+    for pid in seen["pids"]:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert processes_using(seen["port"]) == []
