@@ -117,10 +117,66 @@ class _Proc:
             pass
 
     def kill(self):
+        """Kill it and every process it started, those Flower detaches into their own sessions
+        (SuperExec's flwr-serverapp and flwr-clientapp) included."""
+        tree = descendants(self.proc.pid)
         if self.paused:
             self.signal(signal.SIGCONT)
         reaper.kill(self.proc, grace_s=0.5)
+        kill_pids(tree)
         self.thread.join(2)
+
+
+def _children_map():
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry, encoding="utf-8", errors="replace") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    return children
+
+
+def descendants(pid):
+    """Every live descendant of pid (Linux /proc), whatever its session."""
+    children = _children_map()
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def processes_naming(ports):
+    """Processes whose command line names one of these loopback ports (orphans of a Flower lab)."""
+    marks = ["%s:%d" % (HOST, p) for p in ports]
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(m + " " in cmd + " " for m in marks):
+            out.append(int(entry))
+    return out
+
+
+def kill_pids(pids):
+    for pid in pids:
+        for sig in (signal.SIGCONT, signal.SIGKILL):
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -421,6 +477,7 @@ class FlowerLab:
                 tail.join(2)
             for node in sorted(self.procs, reverse=True):
                 self.procs[node].kill()
+            kill_pids(processes_naming([v for k, v in self.ports.items() if k != "proxy"]))
             if self.proxy is not None:
                 self.proxy.close()
             self.collector.phase("run")
