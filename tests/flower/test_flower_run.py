@@ -28,19 +28,9 @@ def run(tmp_path, supernodes=2, faults=None, **flower):
 
 
 def processes_using(port):
-    """Processes whose command line names the port (Flower's processes of that lab)."""
-    out = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if ":%d" % port in cmd or "--port %d" % port in cmd:
-            out.append((int(pid), cmd))
-    return out
+    """Processes whose command line names the lab's port (Flower's processes of that lab)."""
+    from flhil.harness.flower.backend import processes_naming
+    return processes_naming([port])
 
 
 def test_a_clean_flower_run_becomes_a_run_record(tmp_path):
