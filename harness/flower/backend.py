@@ -111,10 +111,16 @@ class _Proc:
         return self.proc.poll() is None
 
     def signal(self, sig):
+        """Signal its process group and the processes it started in sessions of their own."""
         try:
             os.killpg(self.proc.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+        for pid in descendants(self.proc.pid):
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def kill(self):
         """Kill it and every process it started, those Flower detaches into their own sessions
