@@ -21,6 +21,7 @@ from pydantic import ConfigDict, Field
 
 from flhil.harness.config.faults import SEED_MAX, FaultPlanConfig, normalise_fault_plan
 from flhil.harness.config.heterofl import HeteroFLConfig
+from flhil.harness.config.flower import FlowerConfig, check_fault_plan as check_flower_faults
 from flhil.harness.config.model import (ConfigModel, Expect, Float, Int, OneOf, Text, Unique,
                                         field_for_path, validate)
 from flhil.harness.config.toml import (At, Source, describe, format_key_path, parse_key_path, parse_toml,
@@ -28,6 +29,8 @@ from flhil.harness.config.toml import (At, Source, describe, format_key_path, pa
 from flhil.harness.results.expectations import expect_model
 
 ALGORITHM_APPS = ALGORITHMS  # algorithm -> its default app
+FLOWER = "flower"  # a Flower project on a Flower lab (harness/flower/), not a fl-hil app
+SCENARIO_ALGORITHMS = tuple(ALGORITHMS) + (FLOWER,)
 MAX_NODES = 254  # a lab gives each kind of node one /24 loopback block: 254 addresses
 MAX_MS = 3_600_000  # no deadline of a run is longer than an hour: beyond it, a mistake
 
@@ -64,6 +67,7 @@ class Scenario:
     expect: dict
     params: dict[str, list]  # dotted path -> values, in file order
     heterofl: dict | None = None  # the [heterofl] table (levels, data), for algorithm heterofl
+    flower: dict | None = None  # the [flower] table (project made absolute) of a Flower scenario
     _doc: dict = field(repr=False, compare=False, default_factory=dict)
     _source: Source = field(repr=False, compare=False, default=None)
 
@@ -130,6 +134,7 @@ class ScenarioCase:
     timing = property(lambda self: self.scenario.timing)
     expect = property(lambda self: self.scenario.expect)
     heterofl = property(lambda self: self.scenario.heterofl)
+    flower = property(lambda self: self.scenario.flower)
 
 
 def format_param_value(value: Any) -> str:
@@ -218,7 +223,8 @@ def _scenario_model():
 
     class ScenarioConfig(ConfigModel):
         name: Text(description="shown in reports; default: the file name") | None = None
-        algorithm: OneOf(ALGORITHMS, description="the algorithm under test")
+        algorithm: OneOf(SCENARIO_ALGORITHMS, description="the algorithm under test; \"flower\": the Flower "
+                         "project of [flower] on a Flower lab")
         app: Text(description="the app under test: a built-in, a Python file (relative to this file) "
                   "or a module on the app path; default per algorithm") | None = None
         description: Text(allow_empty=True, description="why this scenario exists") = ""
@@ -226,7 +232,9 @@ def _scenario_model():
                          Expect("a non-empty list of seeds")] = Field(
             default_factory=lambda: [1], description="one item per seed")
         strict: Annotated[bool, Field(description="upstream-strict semantics: no deadlines, no quorum")] = False
-        nodes: NodesConfig = Field(description="how many nodes and where")
+        nodes: NodesConfig | None = Field(None, description="how many nodes and where (not for flower: "
+                                          "[flower] supernodes)")
+        flower: FlowerConfig | None = Field(None, description="the Flower project and lab (algorithm = \"flower\")")
         params: dict[str, Any] = Field(
             default_factory=dict, description='a cartesian product of overrides: "key.path" = [values]')
         args: ArgsConfig = Field(default_factory=ArgsConfig, description="passed to the app")
@@ -240,6 +248,20 @@ def _scenario_model():
             if self.heterofl is not None and self.algorithm != "heterofl":
                 (at / "heterofl").fail(f"[heterofl] configures algorithm heterofl, this scenario runs "
                                        f"{self.algorithm}")
+            if self.algorithm == FLOWER:
+                if self.flower is None:
+                    (at / "flower").fail("algorithm = \"flower\" needs a [flower] table: project, supernodes")
+                if self.nodes is not None:
+                    (at / "nodes").fail("a Flower scenario's nodes are the SuperLink and [flower] supernodes; "
+                                        "leave [nodes] out")
+                if self.app is not None:
+                    (at / "app").fail("a Flower scenario runs its [flower] project, not an app")
+                check_flower_faults(self.faults.data(), at / "faults")
+            else:
+                if self.nodes is None:
+                    (at / "nodes").fail("missing required key, expected a table")
+                if self.flower is not None:
+                    (at / "flower").fail("a [flower] table needs algorithm = \"flower\"")
     return ScenarioConfig
 
 
@@ -298,10 +320,18 @@ def _build(doc: dict, source: Source) -> Scenario:
     if isinstance(doc.get("nodes"), dict):
         nodes = validate(NodesConfig, doc["nodes"], root / "nodes")
         count, server = nodes.count, nodes.server
+    elif isinstance(doc.get("flower"), dict) and isinstance(doc["flower"].get("supernodes"), int):
+        count = doc["flower"]["supernodes"] + 1  # node 0 the SuperLink, then the SuperNodes
     model = validate(ScenarioConfig, doc, root, {"nodes": count, "server": server})
     _check_param_paths(model.params, doc, root / "params")
-    nodes = model.nodes
-    app = _user_app(model, source, root)
+    flower = None
+    if model.algorithm == FLOWER:
+        nodes = NodesConfig.model_construct(count=count, boards=0, server=0, max_frame_kb=None)
+        flower = _flower_table(model.flower, source)
+        app = FLOWER
+    else:
+        nodes = model.nodes
+        app = _user_app(model, source, root)
     expect = model.expect.data()
     if isinstance(expect.get("oracle"), str):
         expect["oracle"] = _user_oracle(expect["oracle"], source, root / "expect" / "oracle")
@@ -321,6 +351,7 @@ def _build(doc: dict, source: Source) -> Scenario:
         expect=expect,
         params=dict(model.params),
         heterofl=model.heterofl.data() if model.heterofl is not None else None,
+        flower=flower,
         _doc=doc,
         _source=source,
     )
@@ -351,6 +382,15 @@ def _user_app(model, source: Source, root: At) -> str:
             f'oracle = "{Path(path).name}:reference" (nodes, args -> the final value of each node), '
             'or a JSON file of the final values, oracle = "expected.json"')
     return path
+
+
+def _flower_table(flower, source: Source) -> dict:
+    """The [flower] table as data, its project an absolute path (relative to the scenario file)."""
+    data = flower.data()
+    base = Path(source.path).parent if source.path else Path(".")
+    data["project"] = str((base / data["project"]).resolve())
+    data["run_config"] = flower.run_config.data()
+    return data
 
 
 def _user_oracle(ref: str, source: Source, at: At) -> str:

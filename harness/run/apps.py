@@ -157,6 +157,8 @@ def payload_shape(spec):
     """What the nodes of a run accept as FL payloads: the app's declared shape."""
     if spec.user_app is not None:
         return spec.user_app.payload
+    if not is_builtin(spec.app):  # a run of no fl-hil app (a Flower lab's processes)
+        return "numeric"
     module = __import__("flhil.apps." + spec.app, fromlist=["PAYLOAD"])
     return getattr(module, "PAYLOAD", "numeric")
 

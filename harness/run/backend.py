@@ -5,6 +5,7 @@ configs once and hands them to the backend, which feeds what its nodes say to th
 
     backend = make_backend("virtual")                       # or:
     backend = make_backend("realtime", lab=lab, boards=2, hil=False)
+    backend = make_backend("flower")                        # a Flower project (harness/flower/)
     record = pipeline.execute(spec, backend)
 """
 import abc
@@ -36,11 +37,14 @@ class Backend(abc.ABC):
 
 
 def make_backend(kind, **options):
-    """The backend named `kind` ("realtime" or "virtual") with its options."""
+    """The backend named `kind` ("realtime", "virtual" or "flower") with its options."""
     if kind == "virtual":
         from flhil.harness.run.virtual import VirtualBackend
         return VirtualBackend(**options)
     if kind == "realtime":
         from flhil.harness.run.realtime import LabBackend
         return LabBackend(**options)
-    raise ValueError("unknown backend %r: realtime or virtual" % (kind,))
+    if kind == "flower":
+        from flhil.harness.flower.backend import FlowerBackend
+        return FlowerBackend(**options)
+    raise ValueError("unknown backend %r: realtime, virtual or flower" % (kind,))

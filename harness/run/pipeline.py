@@ -58,7 +58,7 @@ def oracle_values(spec, reference=None):
     when given, else for the spec's algorithm; None if theory gives none."""
     if isinstance(reference, str):
         return apps.reference_values(reference, spec.nodes, spec.args)
-    if spec.user_app is not None:
+    if spec.user_app is not None or spec.flower is not None:
         return None
     try:
         return oracles.oracle_for(spec.algorithm, spec.nodes, spec.args, seed=spec.seed, server=spec.server)
@@ -105,7 +105,8 @@ def spec_for(case):
     s = case.scenario
     return RunSpec(app=s.app, nodes=s.nodes.count, algorithm=s.algorithm, server=s.nodes.server,
                    args=dict(s.args), timing=dict(s.timing), faults=dict(case.faults),
-                   seed=case.seed, strict=s.strict, max_frame_kb=s.nodes.max_frame_kb, heterofl=s.heterofl)
+                   seed=case.seed, strict=s.strict, max_frame_kb=s.nodes.max_frame_kb, heterofl=s.heterofl,
+                   **({"flower": s.flower} if s.flower is not None else {}))
 
 
 def needs_clean_run(expect):

@@ -14,7 +14,7 @@ from pydantic import Field
 from flhil.harness.config.faults import SEED_MAX, FaultPlanConfig
 from flhil.harness.config.heterofl import HeteroFLConfig
 from flhil.harness.config.model import ConfigModel, Float, Int, Text, validate
-from flhil.harness.config.scenario import ArgsConfig, TimingConfig
+from flhil.harness.config.scenario import FLOWER, ArgsConfig, TimingConfig
 from flhil.harness.config.toml import At, Source, suggestion
 from flhil.harness.run import apps
 from flhil.node import STARTUP_MARGIN_MS, TIMING_DEFAULTS
@@ -43,10 +43,15 @@ class RunSpecModel(ConfigModel):
     deadline_s: Float(0, lo_open=True, description="longest the run may take; default from the timing") \
         | None = None
     heterofl: HeteroFLConfig | None = Field(None, description="HeteroFL: client levels and data split")
+    flower: dict | None = None  # algorithm "flower": the scenario's [flower] table (config/flower.py)
 
     def check(self, at, ctx):
         if self.server >= self.nodes:
             (at / "server").fail(f"expected a node id from 0 to {self.nodes - 1}, got {self.server}")
+        if self.algorithm == FLOWER:
+            if self.flower is None:
+                (at / "flower").fail("algorithm flower needs the [flower] table (project, supernodes)")
+            return
         if self.app is None and self.algorithm is None:
             at.fail("give an app or an algorithm")
         if self.app is not None and not apps.is_builtin(self.app) and self.algorithm is None:
@@ -60,7 +65,7 @@ class RunSpec:
     """One run: app, nodes, server, args, timing, fault plan (normalised), seed, strict."""
 
     FIELDS = ("app", "algorithm", "nodes", "server", "args", "timing", "faults", "seed", "strict",
-              "max_frame_kb", "deadline_s", "heterofl")
+              "max_frame_kb", "deadline_s", "heterofl", "flower")
 
     def __init__(self, **fields):
         at = At(Source(fields.pop("_source", None)), ())
@@ -73,7 +78,8 @@ class RunSpec:
         self.nodes = model.nodes
         self.server = model.server
         self.algorithm = model.algorithm or APP_ALGORITHMS.get(model.app)
-        self.app = model.app or ALGORITHMS[model.algorithm]
+        self.flower = copy.deepcopy(model.flower) if self.algorithm == FLOWER else None
+        self.app = FLOWER if self.flower is not None else model.app or ALGORITHMS[model.algorithm]
         self.args = model.args.data()
         self.timing = model.timing.data()
         faults = model.faults.data()
@@ -85,6 +91,8 @@ class RunSpec:
         self.max_frame_kb = model.max_frame_kb
         self.heterofl = model.heterofl.data() if model.heterofl is not None else None
         self._user_app = None
+        if self.flower is not None:
+            return  # a Flower project: checked by harness/flower before any process starts
         if not apps.is_builtin(self.app):
             try:
                 self.app = apps.locate(self.app, base_dir)
@@ -119,7 +127,8 @@ class RunSpec:
                 "args": copy.deepcopy(self.args), "timing": dict(self.timing),
                 "faults": copy.deepcopy(self.faults), "seed": self.seed, "strict": self.strict,
                 "max_frame_kb": self.max_frame_kb, "deadline_s": self.deadline,
-                **({"heterofl": copy.deepcopy(self.heterofl)} if self.heterofl is not None else {})}
+                **({"heterofl": copy.deepcopy(self.heterofl)} if self.heterofl is not None else {}),
+                **({"flower": copy.deepcopy(self.flower)} if self.flower is not None else {})}
 
     def __eq__(self, other):
         return isinstance(other, RunSpec) and self.to_dict() == other.to_dict()

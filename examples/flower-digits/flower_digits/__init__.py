@@ -1,0 +1,1 @@
+"""flower-digits: a Flower app written for fl-hil's Flower tests."""
