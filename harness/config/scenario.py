@@ -370,11 +370,7 @@ def _user_app(model, source: Source, root: At) -> str:
         staged = apps.stage(path)
     except apps.AppError as error:
         (root / "app").fail(str(error))
-    if staged.args is not None:
-        for key in model.args.data():
-            if key not in staged.args:
-                (root / "args" / key).fail(f"unknown argument of app {model.app}; it takes: "
-                                           + ", ".join(sorted(staged.args)))
+    apps.check_args(staged.args, model.args.data(), root / "args", model.app)
     expect = model.expect.data()
     if expect.get("oracle") is True:
         (root / "expect" / "oracle").fail(
@@ -395,7 +391,8 @@ def _flower_table(flower, source: Source) -> dict:
 
 def _user_oracle(ref: str, source: Source, at: At) -> str:
     """An oracle reference (FILE.py:FUNCTION or FILE.json, relative to the scenario), absolute."""
-    file, _, func = ref.partition(":")
+    from flhil.harness.run import apps
+    file, func = apps.split_reference(ref)
     path = (Path(source.path).parent if source.path else Path(".")) / file
     if not path.is_file():
         at.fail(f"oracle file not found: {path}")

@@ -21,6 +21,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flhil.harness.config.toml import suggestion
 from flhil.harness.errors import HarnessError
 
 FIRMWARE_APPS = Path(__file__).resolve().parents[2] / "firmware" / "apps"
@@ -69,7 +70,11 @@ def app_paths():
 
 def add_app_paths(folders):
     """Search these folders too (through the environment, so worker processes see them)."""
-    paths = app_paths() + [str(Path(f).resolve()) for f in folders if str(Path(f).resolve()) not in app_paths()]
+    paths = app_paths()
+    for folder in folders:
+        folder = str(Path(folder).resolve())
+        if folder not in paths:
+            paths.append(folder)
     if paths:
         os.environ[APP_PATH_ENV] = os.pathsep.join(paths)
 
@@ -84,9 +89,9 @@ def locate(app, base_dir=None):
         return str(path.resolve())
     searched = app_paths()
     for folder in searched:
-        for candidate in (Path(folder) / (app + ".py"), Path(folder) / app / "__init__.py"):
-            if candidate.is_file():
-                return str(candidate.resolve())
+        candidate = Path(folder) / (app + ".py")
+        if candidate.is_file():
+            return str(candidate.resolve())
     where = ("on the app path " + os.pathsep.join(searched)) if searched else \
         f"on an app path (none is set: --flhil-apps, the flhil_apps ini option, or ${APP_PATH_ENV})"
     raise AppError(f"unknown app {app!r}: not a built-in ({', '.join(builtin_apps())}), not a .py file, "
@@ -139,6 +144,16 @@ def shape_of(tree):
     if any(_is_main_guard(s) for s in tree.body):
         return "script"
     return None
+
+
+def check_args(declared, args, at, app):
+    """Arguments the app does not declare (its ARGS) are a mistake, most often a typo."""
+    if declared is None:
+        return
+    for key in args:
+        if key not in declared:
+            hint = suggestion(key, declared) or "; the app takes: " + ", ".join(sorted(declared))
+            (at / key).fail(f"unknown argument of app {app}{hint}")
 
 
 def declared_payload(tree):
@@ -363,11 +378,19 @@ def load_instance(folder, module_name, key):
     return module
 
 
+def split_reference(ref):
+    """(file, function) of an oracle reference: FILE.py:FUNCTION, or FILE.json with no function."""
+    if ref.endswith(".json") or ":" not in ref:
+        return ref, ""
+    file, _, func = ref.rpartition(":")
+    return file, func
+
+
 def reference_values(ref, nodes, args):
     """The final value of each node from a user's reference: FILE.py:FUNCTION called with
     (nodes, args), or FILE.json holding a list (or {"final": [...]}). AppError if unusable."""
     import json
-    file, _, func = ref.rpartition(":") if ref.count(":") and not ref.endswith(".json") else (ref, "", "")
+    file, func = split_reference(ref)
     if file.endswith(".json"):
         try:
             with open(file) as f:

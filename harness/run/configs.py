@@ -63,7 +63,7 @@ def node_configs(spec, slots, run_id, key, wifi=None):
                    links=pair_table(secret, s.node, spec.nodes).hex())
         cfg.update(per_node[s.node])
         if user is not None:  # a board has the app on its flash; PC and in-memory nodes read it here
-            cfg["app_path"] = user.dir if s.kind in ("pc", "memory") or memory else BOARD_APP_PATH
+            cfg["app_path"] = user.dir if memory or s.kind == "pc" else BOARD_APP_PATH
         if wifi and s.kind == "serial":
             cfg["wifi"] = wifi
         configs.append(cfg)

@@ -99,7 +99,7 @@ class RunSpec:
                 self._user_app = apps.stage(self.app)
             except apps.AppError as e:
                 (at / "app").fail(str(e))
-        _check_app_args(self._user_app.args if self._user_app else app_arguments(self.app), self.args,
+        apps.check_args(self._user_app.args if self._user_app else app_arguments(self.app), self.args,
                         at / "args", self.app)
 
     @classmethod
@@ -166,16 +166,6 @@ class RunSpec:
 def step_count(args):
     args = args or {}
     return max(1, args.get("iterations", 0) or 0, (args.get("slots", 0) or 0) * (args.get("blocks", 1) or 1))
-
-
-def _check_app_args(declared, args, at, app):
-    """Arguments the app does not declare (its module's ARGS) are a mistake, most often a typo."""
-    if declared is None:
-        return
-    for key in args:
-        if key not in declared:
-            hint = suggestion(key, declared) or "; the app takes: " + ", ".join(sorted(declared))
-            (at / key).fail(f"unknown argument of app {app}{hint}")
 
 
 def app_arguments(app):

@@ -57,14 +57,16 @@ def _interpreter(kind):
     return [exe], dict(os.environ, MICROPYPATH=micropython_path() + ":.frozen")
 
 
-def run_standalone(app, kind, nodes, argv, workdir):
+def run_standalone(app, kind, nodes, argv, workdir, node_env=None):
     """Launch one process per node as upstream does; answer each one's trailing input() only
-    once every node has printed its result. Returns [(exit code, output)] per node."""
+    once every node has printed its result. `node_env(k)`: more environment for node k.
+    Returns [(exit code, output)] per node."""
     cmd, env = _interpreter(kind)
     env.pop("FLHIL_TELEMETRY", None)
     with open(PORT_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        procs = [subprocess.Popen(cmd + [app] + _argv(argv, nodes, k), cwd=workdir, env=env, text=True,
+        procs = [subprocess.Popen(cmd + [app] + _argv(argv, nodes, k), cwd=workdir, text=True,
+                                  env=dict(env, **(node_env(k) if node_env else {})),
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
                  for k in range(nodes)]
         try:
@@ -255,17 +257,10 @@ def test_an_app_that_raises_fails_the_run_with_its_error_and_the_others_results(
 def test_standalone_nodes_listen_on_their_own_address_and_announce_it(tmp_path):
     """Upstream's PC + board set-up: each node on its own host (here, its own loopback address)."""
     shutil.copy(APPS / "central_script.py", tmp_path / "central_script.py")
-    cmd, env = _interpreter("cpython")
-    procs = []
-    with open(PORT_LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        for k in range(3):
-            node_env = dict(env, FLHIL_MY_IP="127.0.0.%d" % (k + 1), FLHIL_TELEMETRY=str(tmp_path / ("tel%d" % k)))
-            procs.append(subprocess.Popen(cmd + ["central_script.py", "3", str(k), "0", "127.0.0.1", "2"],
-                                          cwd=tmp_path, env=node_env, text=True, stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-        outs = [p.communicate("\n", timeout=STANDALONE_TIMEOUT_S)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs), outs
+    outputs = run_standalone("central_script.py", "cpython", 3, ["{nodes}", "{id}", "0", "127.0.0.1", "2"], tmp_path,
+                             node_env=lambda k: {"FLHIL_MY_IP": "127.0.0.%d" % (k + 1),
+                                                 "FLHIL_TELEMETRY": str(tmp_path / ("tel%d" % k))})
+    assert all(code == 0 for code, _ in outputs), outputs
     import json
     for k in range(3):
         events = [json.loads(line.split(" ", 1)[1]) for line in (tmp_path / ("tel%d" % k)).read_text().splitlines()]
