@@ -25,9 +25,10 @@ for _p in (HERE,):
 import fwkit  # noqa: E402  (needs the paths above)
 
 # A board's heap, except where one process hosts a whole run: the oracle tests run up to 18 nodes
-# in one interpreter, and how many frames sit in buffers at once depends on the host's load, so a
-# per-board heap would fail them on a busy machine for reasons no board sees.
-HEAP = {"fw_oracles": "1m"}
+# in one interpreter and the fault tests 3 to 4, and how many frames sit in buffers at once depends
+# on the host's load, so a per-board heap would fail them on a busy machine for reasons no board
+# sees (a board runs one node in its 192 KB).
+HEAP = {"fw_oracles": "1m", "fw_faults": "1m"}
 MODULES = sorted(f[:-3] for f in os.listdir(HERE) if f.startswith("fw_") and f.endswith(".py"))
 MICROPYTHON_TIMEOUT_S = 180
 
